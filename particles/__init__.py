@@ -1,0 +1,43 @@
+"""particles: the training dynamics of associative memories as interacting particles.
+
+Importing the package turns on JAX's float64 mode (`jax_enable_x64`): margins grow like
+log t and late GD updates fall below float32 resolution. float32 stays available through
+`Problem.astype(jnp.float32)` (it warns).
+"""
+
+import importlib.metadata
+
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)
+
+from ._flow import default_times as default_times, flow as flow
+from ._integrate import (
+    gd as gd,
+    gd_weights as gd_weights,
+    log_steps as log_steps,
+    sgd as sgd,
+    weight_loss as weight_loss,
+    weight_scores as weight_scores,
+)
+from ._observables import (
+    accuracy as accuracy,
+    loss as loss,
+    margins as margins,
+    zero_one as zero_one,
+)
+from ._problem import (
+    PrecisionWarning as PrecisionWarning,
+    Problem as Problem,
+    equicorrelated as equicorrelated,
+    orthogonal as orthogonal,
+    random_sphere as random_sphere,
+    two_particles as two_particles,
+    zipf as zipf,
+)
+from ._trajectory import Trajectory as Trajectory
+
+try:
+    __version__ = importlib.metadata.version("particles")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.1.0+src"

@@ -1,0 +1,436 @@
+"""Discrete integrators: full-batch GD and minibatch SGD in score space, GD on W itself.
+
+Each run is one compiled `lax.scan` (outer scan over saved rows, inner loop over the steps
+between rows). Hyper-parameters are arrays, so changing them never recompiles, and a 1-D
+array of learning rates is run as a vmapped batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Optional, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+
+from . import _observables as obs
+from . import _validate as v
+from ._problem import Problem
+from ._progress import progress_bar
+from ._trajectory import Trajectory
+
+
+def log_steps(steps: int, num: int = 200) -> np.ndarray:
+    """About `num` distinct integers from 0 to `steps`, log-spaced (all of them when few).
+
+    Pass the result as `save_steps=` to save densely early and sparsely late.
+    """
+    steps = v.check_count("steps", steps, 0)
+    num = v.check_count("num", num, 2)
+    if steps + 1 <= num:
+        return np.arange(steps + 1)
+    grid = np.unique(np.round(np.geomspace(1, steps, num - 1)).astype(np.int64))
+    return np.concatenate([[0], grid])
+
+
+# -------------------------------------------------------------- save schedule
+@dataclasses.dataclass(frozen=True)
+class _Schedule:
+    gaps: np.ndarray  # steps between consecutive saved rows (row 0 is the start)
+    uniform: Optional[int]  # the common gap when every gap is equal
+
+    @property
+    def steps(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.gaps)]).astype(np.int64)
+
+
+def _schedule(steps: int, save_every: int, save_steps) -> _Schedule:
+    steps = v.check_count("steps", steps, 0)
+    if save_steps is None:
+        save_every = v.check_count("save_every", save_every, 1)
+        if steps % save_every:
+            v.fail("save_every", save_every, f"it must divide steps={steps} so that the last row is the last step")
+        n = steps // save_every
+        return _Schedule(np.full(n, save_every, np.int64), save_every)
+    s = np.asarray(save_steps)
+    if s.ndim != 1 or not np.issubdtype(s.dtype, np.integer):
+        v.fail("save_steps", save_steps, "a 1-D array of integer steps")
+    if s.size == 0 or s[0] != 0 or s[-1] != steps or np.any(np.diff(s) <= 0):
+        v.fail("save_steps", save_steps, f"strictly increasing steps from 0 to steps={steps}")
+    gaps = np.diff(s).astype(np.int64)
+    uniform = int(gaps[0]) if gaps.size and np.all(gaps == gaps[0]) else None
+    return _Schedule(gaps, uniform)
+
+
+# ---------------------------------------------------------------- the driver
+def _record(problem: Problem, S, save_scores: bool) -> dict:
+    row = dict(
+        loss=obs.loss(S, problem.p, problem.Y),
+        zero_one=obs.zero_one(S, problem.p, problem.Y),
+        accuracy=obs.accuracy(S, problem.p, problem.Y),
+        margins=obs.margins(S, problem.Y),
+    )
+    if save_scores:
+        row["scores"] = S
+    return row
+
+
+def _finite(state) -> Array:
+    leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+class _Stepper(eqx.Module):
+    """One integrator: `advance(state, k)` takes step k, `observe(state)` saves a row.
+
+    Arrays (the problem, the rate) are dynamic and static fields are hashed, so a second
+    call with new values reuses the compiled loop.
+    """
+
+    def advance(self, state, k):
+        raise NotImplementedError
+
+    def observe(self, state) -> dict:
+        raise NotImplementedError
+
+    def scores(self, state):
+        raise NotImplementedError
+
+
+@eqx.filter_jit
+def _run_chunk(stepper: _Stepper, carry, gaps, uniform: Optional[int]):
+    """Advance `carry = (state, step, first_bad)` through `gaps`, observing after each gap."""
+
+    def one_step(c):
+        state, k, bad = c
+        new = stepper.advance(state, k)
+        bad = jnp.where((bad < 0) & ~_finite(new), k + 1, bad)
+        return new, k + 1, bad
+
+    def row(c, gap):
+        if uniform is not None:
+            c, _ = jax.lax.scan(lambda c, _: (one_step(c), None), c, None, length=uniform)
+        else:
+            c = jax.lax.fori_loop(0, gap, lambda _, c: one_step(c), c)
+        return c, stepper.observe(c[0])
+
+    return jax.lax.scan(row, carry, gaps)
+
+
+def _drive(
+    stepper: _Stepper,
+    state0,
+    schedule: _Schedule,
+    *,
+    step0: int = 0,
+    progress: bool = False,
+    desc: str = "gd",
+):
+    """Run the schedule; returns (final carry, rows with the initial row first)."""
+    carry = (state0, jnp.asarray(step0, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32),
+             jnp.asarray(-1, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32))
+    first = stepper.observe(state0)
+    gaps = jnp.asarray(schedule.gaps)
+    n = len(schedule.gaps)
+    if not progress or n < 2:
+        carry, rows = _run_chunk(stepper, carry, gaps, schedule.uniform)
+        pieces = [rows]
+    else:
+        # Chunks of equal size compile once; the bar advances in steps, not rows.
+        size = max(1, math.ceil(n / 50))
+        pieces = []
+        with progress_bar(total=int(schedule.gaps.sum()), desc=desc, unit="step") as bar:
+            for start in range(0, n, size):
+                chunk = gaps[start : start + size]
+                carry, rows = _run_chunk(stepper, carry, chunk, schedule.uniform)
+                jax.block_until_ready(carry)
+                pieces.append(rows)
+                bar.update(int(schedule.gaps[start : start + size].sum()))
+    rows = jax.tree_util.tree_map(lambda a, *bs: jnp.concatenate([a[None], *bs]), first, *pieces)
+    return carry, rows
+
+
+def _trajectory(problem, stepper, carry, rows, schedule, step0, info: dict) -> Trajectory:
+    state, _, bad = carry
+    steps = jnp.asarray(schedule.steps + step0)
+    return Trajectory(
+        t=steps.astype(problem.dtype),
+        steps=steps,
+        loss=rows["loss"],
+        zero_one=rows["zero_one"],
+        accuracy=rows["accuracy"],
+        margins=rows["margins"],
+        scores=rows.get("scores"),
+        W=rows.get("W"),
+        final_scores=stepper.scores(state),
+        status=jnp.where(bad >= 0, 1, 0),
+        first_bad_step=bad,
+        info=tuple(info.items()),
+    )
+
+
+def _lr(lr, dtype, name: str = "lr"):
+    v.check_positive(name, lr)
+    return jnp.asarray(lr, dtype)
+
+
+def _batched_over_lr(fn, lr, **kw):
+    """Run `fn` for each entry of a 1-D array of learning rates with one vmapped call."""
+    lrs = jnp.asarray(lr)
+    traj = jax.vmap(lambda l: fn(l, **kw))(lrs)
+    info = dict(traj.info)
+    info["lr"] = tuple(float(x) for x in np.asarray(lrs)) if v.is_concrete(lrs) else "batched"
+    return dataclasses.replace(traj, info=tuple(info.items()))
+
+
+def _lr_info(lr):
+    return float(lr) if v.is_concrete(lr) else "traced"
+
+
+def _resume(problem: Problem, resume: Optional[Trajectory]):
+    if resume is None:
+        return problem.S0, 0
+    if resume.steps is None or resume.batch_shape:
+        raise ValueError("resume= takes an unbatched Trajectory from gd or sgd.")
+    v.check_shape("resume.final_scores", resume.final_scores, (problem.N, problem.M))
+    return jnp.asarray(resume.final_scores, problem.dtype), int(np.asarray(resume.steps)[-1])
+
+
+# ------------------------------------------------------------------------ gd
+def gd(
+    problem: Problem,
+    lr: float | Float[ArrayLike, ""] | Float[ArrayLike, " K"],
+    steps: int,
+    *,
+    save_every: int = 1,
+    save_steps: Optional[Sequence[int]] = None,
+    save_scores: bool = False,
+    resume: Optional[Trajectory] = None,
+    progress: bool = False,
+) -> Trajectory:
+    """Full-batch gradient descent in score space.
+
+    S <- S - lr * G_E diag(p) (softmax(S) - Y) G_U, exactly GD on W mapped to the scores.
+
+    **Arguments:**
+
+    - `problem`: the [`Problem`][].
+    - `lr`: the step size eta > 0; a 1-D array runs every rate in one vmapped call and
+      returns a batched Trajectory (index it, `traj[k]`, for one rate).
+    - `steps`: number of GD steps.
+    - `save_every`: save a row every this many steps (must divide `steps`). Row k is step
+      k * save_every, from step 0 (the start) to `steps`.
+    - `save_steps`: instead, the exact steps to save (e.g. [`log_steps`][]); from 0 to `steps`.
+    - `save_scores`: also save S at every row (T x N x M memory).
+    - `resume`: a Trajectory of an earlier `gd` run on the same problem to continue from;
+      the result equals the uninterrupted run bit for bit.
+    - `progress`: show a progress bar on stderr (the run is then split into ~50 chunks).
+
+    **Returns:** a [`Trajectory`][] with rows at the saved steps.
+
+    Traced arguments (under `jit`/`vmap`) are not range-checked.
+    """
+    schedule = _schedule(steps, save_every, save_steps)
+    if np.ndim(lr) == 1:
+        return _batched_over_lr(
+            lambda l, **kw: gd(problem, l, steps, **kw), lr, save_every=save_every,
+            save_steps=save_steps, save_scores=save_scores, resume=resume,
+        )
+    lr = _lr(lr, problem.dtype)
+    S0, step0 = _resume(problem, resume)
+    stepper = _GD(problem, lr, save_scores)
+    carry, rows = _drive(stepper, S0, schedule, step0=step0, progress=progress, desc="gd")
+    info = dict(integrator="gd", lr=_lr_info(lr), structure=_structure_info(problem), dtype=str(problem.dtype))
+    return _trajectory(problem, stepper, carry, rows, schedule, step0, info)
+
+
+def _structure_info(problem: Problem) -> str:
+    return f"E={problem.structure_E}, U={problem.structure_U}"
+
+
+class _ScoreStepper(_Stepper):
+    problem: Problem
+    lr: Array
+    save_scores: bool = eqx.field(static=True)
+
+    def observe(self, S):
+        return _record(self.problem, S, self.save_scores)
+
+    def scores(self, S):
+        return S
+
+
+class _GD(_ScoreStepper):
+    def advance(self, S, k):
+        P = self.problem
+        return S - self.lr * P.direction(P.p[:, None] * obs.residual(S, P.Y))
+
+
+# ----------------------------------------------------------------------- sgd
+def sgd(
+    problem: Problem,
+    lr: float | Float[ArrayLike, ""],
+    steps: int,
+    batch_size: int,
+    key: PRNGKeyArray,
+    *,
+    save_every: int = 1,
+    save_steps: Optional[Sequence[int]] = None,
+    save_scores: bool = False,
+    resume: Optional[Trajectory] = None,
+    progress: bool = False,
+) -> Trajectory:
+    """Minibatch SGD in score space.
+
+    Step k draws `batch_size` inputs x ~ p with replacement (key `fold_in(key, k)`) and
+    descends the batch-mean cross-entropy: S <- S - lr * G_E diag(c/B) (softmax(S) - Y) G_U,
+    with c the counts of each input in the batch. Saved rows hold population quantities.
+
+    **Arguments:** as [`gd`][], plus `batch_size` (B >= 1) and `key` (a JAX PRNG key).
+    A resumed run draws the same batches as the uninterrupted one.
+
+    **Returns:** a [`Trajectory`][].
+    """
+    schedule = _schedule(steps, save_every, save_steps)
+    batch_size = v.check_count("batch_size", batch_size, 1)
+    if np.ndim(lr) == 1:
+        return _batched_over_lr(
+            lambda l, **kw: sgd(problem, l, steps, batch_size, key, **kw), lr, save_every=save_every,
+            save_steps=save_steps, save_scores=save_scores, resume=resume,
+        )
+    lr = _lr(lr, problem.dtype)
+    S0, step0 = _resume(problem, resume)
+    stepper = _SGD(problem, lr, save_scores, jnp.asarray(key), batch_size)
+    carry, rows = _drive(stepper, S0, schedule, step0=step0, progress=progress, desc="sgd")
+    info = dict(integrator="sgd", lr=_lr_info(lr), batch_size=batch_size, structure=_structure_info(problem),
+                dtype=str(problem.dtype))
+    return _trajectory(problem, stepper, carry, rows, schedule, step0, info)
+
+
+class _SGD(_ScoreStepper):
+    key: Array
+    batch_size: int = eqx.field(static=True)
+
+    def advance(self, S, k):
+        P = self.problem
+        logits = jnp.log(P.p)  # log 0 = -inf: never drawn
+        idx = jax.random.categorical(jax.random.fold_in(self.key, k), logits, shape=(self.batch_size,))
+        weight = jnp.zeros(P.N, P.dtype).at[idx].add(1.0 / self.batch_size)
+        return S - self.lr * P.direction(weight[:, None] * obs.residual(S, P.Y))
+
+
+# ---------------------------------------------------------------- gd_weights
+def weight_scores(problem: Problem, W: Float[Array, "d d"], layer_norm: bool = False) -> Float[Array, "N M"]:
+    """S[x, y] = u_y^T W e_x; with `layer_norm`, W e_x is divided by its norm first."""
+    H = problem.E @ W.T  # rows W e_x
+    if layer_norm:
+        H = H / jnp.linalg.norm(H, axis=-1, keepdims=True)
+    return H @ problem.U.T
+
+
+def weight_loss(W, problem: Problem, layer_norm: bool = False):
+    """The population cross-entropy as a function of the weights W."""
+    return obs.loss(weight_scores(problem, W, layer_norm), problem.p, problem.Y)
+
+
+_OPTIMIZERS = {
+    "gd": optax.sgd,
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "adam": optax.adam,
+    "sign": optax.sign_sgd,
+}
+
+
+def gd_weights(
+    problem: Problem,
+    lr: float | Float[ArrayLike, ""],
+    steps: int,
+    *,
+    W0: Optional[Float[ArrayLike, "d d"]] = None,
+    optimizer: Optional[str | Callable] = None,
+    layer_norm: bool = False,
+    save_every: int = 1,
+    save_steps: Optional[Sequence[int]] = None,
+    save_scores: bool = False,
+    save_weights: bool = False,
+    progress: bool = False,
+) -> Trajectory:
+    """Descent on the d x d weights W with `jax.grad` of the W-space loss.
+
+    The reference that score-space [`gd`][] is tested against, and the path for what the
+    score-space reduction does not cover: the layer-norm variant and other optimizers.
+
+    **Arguments:**
+
+    - `problem`: a [`Problem`][] with embeddings `E` and `U`.
+    - `lr`, `steps`, `save_every`, `save_steps`, `save_scores`, `progress`: as in [`gd`][].
+    - `W0`: initial weights (d, d); defaults to `problem.W0`, or zero.
+    - `optimizer`: `None` for plain GD (W <- W - lr grad); a name among "gd", "momentum"
+      (0.9), "adam", "sign"; or a callable `lr -> optax.GradientTransformation`.
+    - `layer_norm`: divide W e_x by its norm before unembedding (the paper's variant).
+    - `save_weights`: also save W at every row (T x d x d).
+
+    **Returns:** a [`Trajectory`][]; `final_scores` are the scores of the final W.
+    """
+    if problem.E is None or problem.U is None:
+        raise ValueError(
+            "problem has no embeddings (E, U): gd_weights needs them; build it with "
+            "Problem.from_embeddings (for an orthogonal problem, E = U = identity)."
+        )
+    schedule = _schedule(steps, save_every, save_steps)
+    d = problem.E.shape[1]
+    if isinstance(optimizer, str) and optimizer not in _OPTIMIZERS:
+        v.fail("optimizer", optimizer, f"use one of {sorted(_OPTIMIZERS)} or a callable lr -> optax transformation")
+    if optimizer is not None and not isinstance(optimizer, str) and not callable(optimizer):
+        v.fail("optimizer", str(optimizer), "use a name or a callable lr -> optax transformation")
+    lr = _lr(lr, problem.dtype)
+    if W0 is None:
+        W0 = problem.W0 if problem.W0 is not None else jnp.zeros((d, d), problem.dtype)
+        if problem.W0 is None and v.is_concrete(problem.S0) and np.any(np.asarray(problem.S0) != 0):
+            raise ValueError("problem.S0 is non-zero but problem.W0 is unknown: pass W0= explicitly.")
+    else:
+        v.check_shape("W0", W0, (d, d))
+        v.check_finite("W0", W0)
+    W0 = jnp.asarray(W0, problem.dtype)
+    make = None if optimizer is None else (_OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer)
+    stepper = _Weights(problem, lr, save_scores, make, layer_norm, save_weights)
+    state0 = W0 if make is None else (W0, make(lr).init(W0))
+    carry, rows = _drive(stepper, state0, schedule, progress=progress, desc="gd_weights")
+    name = "gd" if optimizer is None else (optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "custom"))
+    info = dict(integrator="gd_weights", lr=_lr_info(lr), optimizer=name, layer_norm=layer_norm,
+                dtype=str(problem.dtype))
+    return _trajectory(problem, stepper, carry, rows, schedule, 0, info)
+
+
+class _Weights(_ScoreStepper):
+    # The optimizer factory is static and built inside the trace, so that a new `lr` reuses
+    # the compiled loop (an optax transformation closes over its rate).
+    make: Optional[Callable] = eqx.field(static=True)
+    layer_norm: bool = eqx.field(static=True)
+    save_weights: bool = eqx.field(static=True)
+
+    def weights(self, state):
+        return state if self.make is None else state[0]
+
+    def advance(self, state, k):
+        grad = jax.grad(weight_loss)
+        if self.make is None:
+            return state - self.lr * grad(state, self.problem, self.layer_norm)
+        W, opt_state = state
+        updates, opt_state = self.make(self.lr).update(grad(W, self.problem, self.layer_norm), opt_state, W)
+        return optax.apply_updates(W, updates), opt_state
+
+    def scores(self, state):
+        return weight_scores(self.problem, self.weights(state), self.layer_norm)
+
+    def observe(self, state):
+        row = _record(self.problem, self.scores(state), self.save_scores)
+        if self.save_weights:
+            row["W"] = self.weights(state)
+        return row
