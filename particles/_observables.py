@@ -19,6 +19,7 @@ def residual(S: Float[Array, "N M"], Y: Float[Array, "N M"]) -> Float[Array, "N 
 def losses(S: Float[Array, "*B N M"], Y: Float[Array, "N M"]) -> Float[Array, "*B N"]:
     """Per-input cross-entropy -sum_y q(y|x) log softmax(S[x])_y, shape (..., N)."""
     logp = jax.nn.log_softmax(S, axis=-1)
+    Y = jnp.broadcast_to(Y, logp.shape)
     # Where q(y|x) = 0 the term is 0 even if log p = -inf (exp underflow at huge margins).
     return -jnp.sum(jnp.where(Y > 0, Y * logp, 0.0), axis=-1)
 
