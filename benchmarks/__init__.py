@@ -1,0 +1,1 @@
+"""Benchmarks of `particles`: run `python benchmarks/run.py` (see BENCHMARKS.md)."""
