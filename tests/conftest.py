@@ -1,4 +1,8 @@
 import os
+import sys
+
+# `from helpers import ...` and `from .helpers import ...` both work.
+sys.path.insert(0, os.path.dirname(__file__))
 
 # Before JAX is imported anywhere: two CPU devices (sharding tests), headless plots, quiet bars.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")

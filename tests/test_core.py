@@ -1,0 +1,378 @@
+"""The particle reduction and its integrators against independent computations (float64)."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.optimize
+
+import particles as pt
+
+from .helpers import max_abs
+
+
+def _random_problem(seed, N, M, d, *, W0=False, soft=False):
+    rng = np.random.default_rng(seed)
+    E = rng.normal(size=(N, d))
+    U = rng.normal(size=(M, d))
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    p = rng.dirichlet(np.ones(N))
+    if soft:
+        targets = rng.dirichlet(np.ones(M), size=N)
+    else:
+        targets = rng.integers(0, M, size=N)
+    W = rng.normal(size=(d, d)) / np.sqrt(d) if W0 else None
+    return pt.Problem.from_embeddings(E, U, p, targets, W0=W)
+
+
+def _np_gd(G_E, G_U, p, Y, S, lr, steps):
+    """GD in score space written directly in numpy (no JAX): the miscompilation guard."""
+    out = [S.copy()]
+    for _ in range(steps):
+        Z = np.exp(S - S.max(1, keepdims=True))
+        P = Z / Z.sum(1, keepdims=True)
+        S = S - lr * G_E @ (p[:, None] * (P - Y)) @ G_U
+        out.append(S.copy())
+    return np.stack(out)
+
+
+# ----------------------------------------------------------------- reduction
+@pytest.mark.parametrize("N,M,d", [(7, 4, 3), (5, 5, 10)])
+@pytest.mark.parametrize("W0", [False, True])
+@pytest.mark.parametrize("soft", [False, True])
+def test_score_gd_equals_weight_gd(N, M, d, W0, soft):
+    """The reduction is exact: score-space GD = jax.grad GD on W, to 1e-12 after 60 steps."""
+    problem = _random_problem(N * 100 + d + 7 * W0 + 3 * soft, N, M, d, W0=W0, soft=soft)
+    scores = pt.gd(problem, 0.7, 60, save_scores=True)
+    weights = pt.gd_weights(problem, 0.7, 60, save_scores=True)
+    assert max_abs(scores.scores, weights.scores) <= 1e-12
+    assert max_abs(scores.loss, weights.loss) <= 1e-12
+    assert max_abs(scores.final_scores, weights.final_scores) <= 1e-12
+
+
+def test_jit_matches_numpy():
+    """A cheap guard against a CPU miscompilation of the jitted loop."""
+    problem = _random_problem(3, 9, 6, 4)
+    traj = pt.gd(problem, 1.3, 40, save_scores=True)
+    ref = _np_gd(np.asarray(problem.G_E), np.asarray(problem.G_U), np.asarray(problem.p),
+                 np.asarray(problem.Y), np.asarray(problem.S0), 1.3, 40)
+    assert max_abs(traj.scores, ref) <= 1e-12
+
+
+@pytest.mark.parametrize("structure", ["factored", "identity"])
+def test_structured_paths_equal_dense(structure):
+    """Identity and factored Gram application give the dense result (to rounding)."""
+    if structure == "factored":
+        problem = pt.random_sphere(jax.random.key(0), 40, 30, 5)
+        assert problem.structure_E == "factored" and problem.structure_U == "factored"
+    else:
+        problem = pt.orthogonal(pt.zipf(12, 1.0), M=5)
+    dense = pt.Problem.from_grams(problem.G_E, problem.G_U, problem.p, problem.Y)
+    assert dense.structure_E == "dense"
+    a = pt.gd(problem, 2.0, 50, save_every=10, save_scores=True)
+    b = pt.gd(dense, 2.0, 50, save_every=10, save_scores=True)
+    assert a.metadata["structure"] != b.metadata["structure"]
+    assert max_abs(a.scores, b.scores) <= 1e-11
+
+
+# ------------------------------------------------------------- orthogonal case
+def _orthogonal_flow_margin_brentq(t, p, M):
+    """Root of e^m + (M-1) m = M p t + 1 (paper-notes 3.1), found with scipy's brentq."""
+    c = M * p * t + 1.0
+    return scipy.optimize.brentq(lambda m: np.exp(m) + (M - 1) * m - c, 0.0, np.log(c) + 1.0, xtol=1e-14, rtol=1e-15)
+
+
+@pytest.mark.parametrize("M", [2, 10])
+def test_orthogonal_flow_matches_closed_form(M):
+    p = np.array([0.5, 0.3, 0.2])
+    problem = pt.orthogonal(p, M=M)
+    ts = np.concatenate([[0.0], np.geomspace(1e-2, 1e6, 40)])
+    traj = pt.flow(problem, 1e6, ts=ts)
+    assert traj.ok, traj.message
+    expected = np.array([[_orthogonal_flow_margin_brentq(t, px, M) for px in p] for t in ts])
+    err = max_abs(traj.margins, expected)
+    assert err <= 1e-6, f"max |flow - closed form| = {err:.2e} (tolerance 1e-6)"
+
+
+@pytest.mark.parametrize("M", [2, 10])
+def test_orthogonal_gd_matches_scalar_recursion(M):
+    p = np.array([0.6, 0.25, 0.15])
+    lr, steps = 3.0, 500
+    traj = pt.gd(pt.orthogonal(p, M=M), lr, steps)
+    m = np.zeros_like(p)
+    ref = [m]
+    for _ in range(steps):
+        m = m + lr * M * p / (np.exp(m) + M - 1)
+        ref.append(m)
+    assert max_abs(traj.margins, np.stack(ref)) <= 1e-12
+
+
+# ---------------------------------------------------------------- two particles
+def test_two_particles_gd_equals_2d_map():
+    corr, p1, lr = 0.6, 0.75, 2.5
+    p2 = 1 - p1
+    traj = pt.gd(pt.two_particles(corr, p1), lr, 200)
+    phi = lambda m: 1.0 / (1.0 + np.exp(m))
+    m1 = m2 = 0.0
+    ref = [(m1, m2)]
+    for _ in range(200):
+        m1, m2 = (m1 + 2 * lr * (p1 * phi(m1) - corr * p2 * phi(m2)),
+                  m2 + 2 * lr * (p2 * phi(m2) - corr * p1 * phi(m1)))
+        ref.append((m1, m2))
+    assert max_abs(traj.margins, np.array(ref)) <= 1e-12
+
+
+def test_two_particles_first_step():
+    corr, p1, lr = 0.5, 0.8, 1.7
+    traj = pt.gd(pt.two_particles(corr, p1), lr, 1)
+    p2 = 1 - p1
+    assert max_abs(traj.margins[1], [lr * (p1 - corr * p2), lr * (p2 - corr * p1)]) <= 1e-15
+
+
+def test_two_particles_geometry():
+    problem = pt.two_particles(0.3, 0.7)
+    assert max_abs(problem.G_E, [[1.0, 0.3], [0.3, 1.0]]) <= 1e-15
+    assert max_abs(problem.E, [[1.0, 0.0], [0.3, np.sqrt(1 - 0.09)]]) <= 1e-15
+    assert max_abs(problem.p, [0.7, 0.3]) <= 1e-15
+
+
+def test_equicorrelated_geometry():
+    problem = pt.equicorrelated(5, -0.2, m=3)
+    assert max_abs(problem.E @ problem.E.T, problem.G_E) <= 1e-14
+    assert max_abs(jnp.diag(problem.G_E), np.ones(5)) <= 1e-15
+    assert max_abs(problem.G_E[0, 1:], -0.2 * np.ones(4)) <= 1e-15
+    assert max_abs(problem.U @ problem.U.T, np.eye(3)) == 0
+    assert list(np.asarray(problem.targets)) == [0, 1, 2, 0, 1]
+    assert max_abs(problem.p, pt.zipf(5, 1.0)) == 0
+
+
+def test_zipf():
+    p = pt.zipf(4, 2.0)
+    w = 1.0 / np.arange(1, 5) ** 2
+    assert max_abs(p, w / w.sum()) <= 1e-16
+
+
+# ------------------------------------------------------------------- the flow
+def test_small_lr_gd_tracks_flow():
+    """GD with step eta at step k approximates the flow at t = eta k, with O(eta) error."""
+    problem = _random_problem(11, 6, 4, 3)
+    errs = []
+    for lr in (0.02, 0.01):
+        steps = int(round(4.0 / lr))
+        gd = pt.gd(problem, lr, steps, save_every=steps // 4)
+        fl = pt.flow(problem, 4.0, ts=np.asarray(gd.t) * lr)
+        errs.append(max_abs(gd.margins, fl.margins))
+    assert errs[0] < 2e-2
+    assert 1.7 < errs[0] / errs[1] < 2.3, f"errors {errs} do not halve with eta (first order)"
+
+
+def test_flow_matches_solve_ivp():
+    problem = _random_problem(5, 6, 5, 4, W0=True)
+    G_E, G_U, p, Y = (np.asarray(a) for a in (problem.G_E, problem.G_U, problem.p, problem.Y))
+
+    def rhs(t, s):
+        S = s.reshape(Y.shape)
+        Z = np.exp(S - S.max(1, keepdims=True))
+        return (-G_E @ (p[:, None] * (Z / Z.sum(1, keepdims=True) - Y)) @ G_U).ravel()
+
+    ts = np.array([0.0, 0.5, 3.0, 20.0, 100.0])
+    ref = scipy.integrate.solve_ivp(rhs, (0, 100.0), np.asarray(problem.S0).ravel(), method="DOP853",
+                                    t_eval=ts, rtol=1e-12, atol=1e-12)
+    traj = pt.flow(problem, 100.0, ts=ts, rtol=1e-10, atol=1e-10, save_scores=True)
+    assert traj.ok
+    err = max_abs(traj.scores, ref.y.T.reshape(-1, *Y.shape))
+    assert err <= 1e-7, f"|diffrax - solve_ivp| = {err:.2e}"
+
+
+def test_flow_failure_is_reported_not_raised():
+    traj = pt.flow(pt.two_particles(0.3, 0.6), 1e6, max_steps=3)
+    assert traj.status == 2 and not traj.ok
+    assert "max_steps" in traj.message
+
+
+# ------------------------------------------------------------------------ SGD
+def test_sgd_step_is_unbiased():
+    """The mean of one SGD step over many keys is the GD step (within 5 standard errors)."""
+    problem = _random_problem(2, 5, 3, 4)
+    keys = jax.random.split(jax.random.key(0), 20000)
+    one = jax.vmap(lambda k: pt.sgd(problem, 1.0, 1, 2, k).final_scores)(keys)
+    gd = pt.gd(problem, 1.0, 1).final_scores
+    mean = one.mean(0)
+    se = one.std(0) / np.sqrt(len(keys))
+    z = np.abs(np.asarray(mean - gd)) / np.maximum(np.asarray(se), 1e-300)
+    assert np.all(z < 5), f"largest z-score {z.max():.2f}"
+
+
+def test_sgd_large_batch_recovers_gd():
+    problem = _random_problem(8, 5, 3, 4)
+    gd = pt.gd(problem, 0.5, 20).margins
+    errs = [max_abs(pt.sgd(problem, 0.5, 20, B, jax.random.key(1)).margins, gd) for B in (100, 100_00, 1_000_000)]
+    assert errs[-1] < 5e-3 and errs[0] > errs[-1], errs
+
+
+def test_sgd_never_draws_zero_frequency_inputs():
+    problem = pt.orthogonal(np.array([0.5, 0.5, 0.0]))
+    traj = pt.sgd(problem, 1.0, 50, 8, jax.random.key(3), save_scores=True)
+    assert max_abs(traj.scores[:, 2], 0.0) == 0  # token 2 never drawn, orthogonal: never moves
+
+
+# ------------------------------------------------------------------------ vmap
+def test_vmap_over_learning_rates_and_problems():
+    problem = _random_problem(4, 6, 3, 4)
+    lrs = jnp.array([0.1, 1.0, 10.0])
+    batched = pt.gd(problem, lrs, 30, save_every=5)
+    assert batched.batch_shape == (3,)
+    for k, lr in enumerate(lrs):
+        assert max_abs(batched[k].margins, pt.gd(problem, float(lr), 30, save_every=5).margins) <= 1e-13
+    via_vmap = jax.vmap(lambda lr: pt.gd(problem, lr, 30, save_every=5))(lrs)
+    assert max_abs(via_vmap.loss, batched.loss) == 0
+
+    corr = jnp.linspace(0.0, 0.9, 4)
+    p1 = jnp.linspace(0.55, 0.9, 4)
+    grid = jax.vmap(lambda c, q: pt.gd(pt.two_particles(c, q), 1.0, 10))(corr, p1)
+    for k in range(4):
+        single = pt.gd(pt.two_particles(float(corr[k]), float(p1[k])), 1.0, 10)
+        assert max_abs(grid.margins[k], single.margins) <= 1e-14
+
+
+def test_new_learning_rate_does_not_recompile(caplog):
+    problem = _random_problem(6, 4, 3, 2)
+    pt.gd(problem, 0.5, 20)
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        pt.gd(problem, 0.7, 20)
+        pt.gd(problem, jnp.asarray(0.9), 20)
+    assert not [r for r in caplog.records if "_run_chunk" in r.getMessage()], [r.getMessage() for r in caplog.records]
+
+
+# ------------------------------------------------------------- saving, resume
+def test_save_every_and_log_steps():
+    problem = _random_problem(1, 4, 3, 3)
+    full = pt.gd(problem, 1.0, 100)
+    every = pt.gd(problem, 1.0, 100, save_every=20)
+    assert list(np.asarray(every.steps)) == [0, 20, 40, 60, 80, 100]
+    assert max_abs(every.margins, full.margins[::20]) == 0
+    steps = pt.log_steps(100, 12)
+    logged = pt.gd(problem, 1.0, 100, save_steps=steps)
+    assert list(np.asarray(logged.steps)) == list(steps) and steps[0] == 0 and steps[-1] == 100
+    assert max_abs(logged.margins, full.margins[steps]) == 0
+    with pytest.raises(ValueError, match="save_every"):
+        pt.gd(problem, 1.0, 100, save_every=30)
+
+
+def test_progress_chunks_equal_one_call():
+    problem = _random_problem(1, 4, 3, 3)
+    a = pt.gd(problem, 1.0, 300, save_every=3)
+    b = pt.gd(problem, 1.0, 300, save_every=3, progress=True)
+    assert np.array_equal(np.asarray(a.margins), np.asarray(b.margins))
+
+
+def test_resume_is_bit_for_bit():
+    problem = _random_problem(9, 5, 4, 3)
+    whole = pt.gd(problem, 2.0, 100, save_every=10)
+    first = pt.gd(problem, 2.0, 50, save_every=10)
+    rest = pt.gd(problem, 2.0, 50, save_every=10, resume=first)
+    assert np.array_equal(np.asarray(rest.steps), np.arange(50, 101, 10))
+    assert np.array_equal(np.asarray(rest.margins), np.asarray(whole.margins[5:]))
+    assert np.array_equal(np.asarray(rest.final_scores), np.asarray(whole.final_scores))
+
+    key = jax.random.key(4)
+    whole = pt.sgd(problem, 2.0, 60, 3, key, save_every=20)
+    rest = pt.sgd(problem, 2.0, 20, 3, key, save_every=20, resume=pt.sgd(problem, 2.0, 40, 3, key, save_every=20))
+    assert np.array_equal(np.asarray(rest.final_scores), np.asarray(whole.final_scores))
+
+
+def test_save_load_roundtrip(tmp_path):
+    traj = pt.gd(pt.two_particles(0.3, 0.7), 1.0, 20, save_scores=True)
+    path = tmp_path / "run.npz"
+    traj.save(path, extra={"seed": 7})
+    back = pt.Trajectory.load(path)
+    assert np.array_equal(np.asarray(back.scores), np.asarray(traj.scores))
+    assert back.metadata["lr"] == 1.0 and back.integrator == "gd"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a readable trajectory"):
+        pt.Trajectory.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "foreign.npz", loss=np.zeros(3))
+    with pytest.raises(ValueError, match="no metadata"):
+        pt.Trajectory.load(tmp_path / "foreign.npz")
+
+
+def test_repr_fits_one_screen():
+    text = repr(pt.gd(pt.two_particles(0.3, 0.7), 1.0, 20))
+    assert text.startswith("Trajectory(gd") and "status     ok" in text
+    assert len(text.splitlines()) <= 12
+
+
+# ----------------------------------------------------------- observables
+def test_observables_at_zero_and_soft_targets():
+    S = jnp.zeros((3, 4))
+    Y = jax.nn.one_hot(jnp.array([0, 2, 3]), 4)
+    p = jnp.array([0.2, 0.3, 0.5])
+    assert abs(float(pt.loss(S, p, Y)) - np.log(4)) <= 1e-15
+    # Ties go to the first index: only token 0 (target 0) counts as correct.
+    assert float(pt.accuracy(S, p, Y)) == pytest.approx(0.2, abs=1e-15)
+    assert float(pt.zero_one(S, p, Y)) == pytest.approx(0.8, abs=1e-15)
+    S = jnp.array([[3.0, 1.0, -1.0, 0.0]])
+    assert float(pt.margins(S, jnp.array([[0.0, 1.0, 0.0, 0.0]]))[0]) == pytest.approx(-2.0)
+    q = jnp.array([[0.5, 0.25, 0.25, 0.0]])
+    logp = S[0] - np.log(np.exp(np.asarray(S[0])).sum())
+    assert float(pt.loss(S, jnp.ones(1), q)) == pytest.approx(-float(q[0] @ logp), abs=1e-14)
+
+
+def test_loss_is_stable_at_huge_margins():
+    S = jnp.array([[800.0, -800.0]])
+    Y = jnp.array([[1.0, 0.0]])
+    assert float(pt.loss(S, jnp.ones(1), Y)) == 0.0
+    assert float(pt.loss(-S, jnp.ones(1), Y)) == pytest.approx(1600.0)
+
+
+# --------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: pt.orthogonal(np.array([0.5, -0.1, 0.6])), r"p=.*>= 0"),
+        (lambda: pt.orthogonal(np.array([0.5, 0.2])), r"p=.*sum to 1"),
+        (lambda: pt.orthogonal(np.array([0.5, np.nan])), r"p=.*finite"),
+        (lambda: pt.two_particles(1.5, 0.6), r"corr=1.5.*\[-1, 1\]"),
+        (lambda: pt.orthogonal(np.array([0.5, 0.5]), M=2, targets=np.array([0, 2])), r"targets=.*\[0, 2\)"),
+        (lambda: pt.Problem.from_embeddings(np.eye(3), np.eye(2), np.ones(3) / 3, np.zeros(3, int)), r"U has shape"),
+        (lambda: pt.Problem.from_grams(np.eye(2), np.eye(2), np.ones(3) / 3, np.zeros(3, int)), r"shape"),
+        (lambda: pt.Problem.from_grams(np.array([[1.0, 2.0], [2.0, 1.0]]), np.eye(2), [0.5, 0.5], [0, 1]),
+         "positive semi-definite"),
+        (lambda: pt.gd(pt.two_particles(0.3, 0.6), -1.0, 10), r"lr=-1.0.*> 0"),
+        (lambda: pt.gd(pt.two_particles(0.3, 0.6), np.inf, 10), r"lr=inf"),
+        (lambda: pt.gd(pt.two_particles(0.3, 0.6), 1.0, -3), r"steps=-3"),
+        (lambda: pt.flow(pt.two_particles(0.3, 0.6), 0.0), r"t1=0.0"),
+        (lambda: pt.equicorrelated(3, -0.9), r"corr=-0.9.*\[-0.5, 1\]"),
+        (lambda: pt.gd_weights(pt.orthogonal(np.array([0.5, 0.5])), 1.0, 3), "needs them"),
+        (lambda: pt.gd_weights(pt.two_particles(0.3, 0.6), 1.0, 3, optimizer="lbfgs"), "optimizer='lbfgs'"),
+    ],
+)
+def test_bad_input_names_argument(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_non_finite_run_reports_first_bad_step():
+    # Scores of size lr * 1e300 overflow on the first step; softmax(inf) is NaN after that.
+    problem = pt.Problem.from_grams(1e300 * np.eye(2), np.eye(2), [0.5, 0.5], [0, 1])
+    traj = pt.gd(problem, 1e10, 10)
+    assert not traj.ok and int(traj.status) == 1
+    bad = int(traj.first_bad_step)
+    assert 1 <= bad <= 10
+    assert np.all(np.isfinite(np.asarray(traj.margins[:bad])))
+    assert f"from step {bad}" in traj.message
+
+
+def test_float32_is_opt_in_and_warns():
+    problem = pt.two_particles(0.3, 0.6)
+    assert problem.dtype == jnp.float64
+    with pytest.warns(pt.PrecisionWarning):
+        p32 = problem.astype(jnp.float32)
+    assert pt.gd(p32, 1.0, 5).loss.dtype == jnp.float32
