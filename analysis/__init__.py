@@ -1,0 +1,35 @@
+"""analysis: theory against simulation, detectors of events in runs, and plots.
+
+- Detectors read one [`particles.Trajectory`][]: [`loss_spikes`][], [`sign_flips`][],
+  [`oscillations`][], [`first_full_accuracy`][], [`detect_cycle`][], [`log_slope`][],
+  [`summarize`][].
+- [`compare`][] puts the predictions of `particles.theory` that apply to a problem next to
+  a run, as a [`Comparison`][] table (text, markdown or JSON).
+- Plots (matplotlib): [`plot_margins`][], [`plot_losses`][], [`plot_landscape`][],
+  [`plot_sharpness`][], [`figure_for_run`][].
+"""
+
+from ._compare import Comparison as Comparison, Row as Row, compare as compare, regimes as regimes
+from ._detectors import (
+    Cycle as Cycle,
+    NonFiniteWarning as NonFiniteWarning,
+    Spike as Spike,
+    detect_cycle as detect_cycle,
+    first_full_accuracy as first_full_accuracy,
+    log_slope as log_slope,
+    loss_spikes as loss_spikes,
+    oscillations as oscillations,
+    sign_flips as sign_flips,
+    summarize as summarize,
+)
+from ._plots import (
+    OKABE_ITO as OKABE_ITO,
+    figure_for_run as figure_for_run,
+    gamma_of_margins as gamma_of_margins,
+    gamma_of_scores as gamma_of_scores,
+    landscape as landscape,
+    plot_landscape as plot_landscape,
+    plot_losses as plot_losses,
+    plot_margins as plot_margins,
+    plot_sharpness as plot_sharpness,
+)
