@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Callable, Optional, Sequence
 
 import equinox as eqx
@@ -122,42 +123,22 @@ def _run_chunk(stepper: _Stepper, carry, gaps, uniform: Optional[int]):
     return jax.lax.scan(row, carry, gaps)
 
 
-def _drive(
-    stepper: _Stepper,
-    state0,
-    schedule: _Schedule,
-    *,
-    step0: int = 0,
-    progress: bool = False,
-    desc: str = "gd",
-):
-    """Run the schedule; returns (final carry, rows with the initial row first)."""
-    carry = (state0, jnp.asarray(step0, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32),
-             jnp.asarray(-1, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32))
-    first = stepper.observe(state0)
-    gaps = jnp.asarray(schedule.gaps)
-    n = len(schedule.gaps)
-    if not progress or n < 2:
-        carry, rows = _run_chunk(stepper, carry, gaps, schedule.uniform)
-        pieces = [rows]
-    else:
-        # Chunks of equal size compile once; the bar advances in steps, not rows.
-        size = max(1, math.ceil(n / 50))
-        pieces = []
-        with progress_bar(total=int(schedule.gaps.sum()), desc=desc, unit="step") as bar:
-            for start in range(0, n, size):
-                chunk = gaps[start : start + size]
-                carry, rows = _run_chunk(stepper, carry, chunk, schedule.uniform)
-                jax.block_until_ready(carry)
-                pieces.append(rows)
-                bar.update(int(schedule.gaps[start : start + size].sum()))
-    rows = jax.tree_util.tree_map(lambda a, *bs: jnp.concatenate([a[None], *bs]), first, *pieces)
-    return carry, rows
+def _int(x):
+    return jnp.asarray(x, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
 
 
-def _trajectory(problem, stepper, carry, rows, schedule, step0, info: dict) -> Trajectory:
+def _rows_of(traj: Trajectory) -> dict:
+    rows = dict(loss=traj.loss, zero_one=traj.zero_one, accuracy=traj.accuracy, margins=traj.margins)
+    if traj.scores is not None:
+        rows["scores"] = traj.scores
+    if traj.W is not None:
+        rows["W"] = traj.W
+    return rows
+
+
+def _trajectory(problem, stepper, carry, rows, schedule, n_rows, info: dict) -> Trajectory:
     state, _, bad = carry
-    steps = jnp.asarray(schedule.steps + step0)
+    steps = jnp.asarray(schedule.steps[:n_rows])
     return Trajectory(
         t=steps.astype(problem.dtype),
         steps=steps,
@@ -172,6 +153,69 @@ def _trajectory(problem, stepper, carry, rows, schedule, step0, info: dict) -> T
         first_bad_step=bad,
         info=tuple(info.items()),
     )
+
+
+def _start(problem: Problem, stepper, state0, schedule: _Schedule, info: dict, resume: Optional[Trajectory]):
+    """The carry and rows to start from: the initial state, or the end of `resume`."""
+    if resume is None:
+        return (state0, _int(0), _int(-1)), jax.tree_util.tree_map(lambda a: a[None], stepper.observe(state0)), 1
+    if resume.steps is None or resume.batch_shape:
+        raise ValueError("resume= takes an unbatched Trajectory from gd or sgd (not flow, not a batch).")
+    theirs, ours = resume.metadata, info
+    for key in ("integrator", "lr", "batch_size", "seed"):
+        if key in ours and theirs.get(key) != ours.get(key) and "traced" not in (theirs.get(key), ours.get(key)):
+            raise ValueError(f"resume= comes from a run with {key}={theirs.get(key)!r}, not {ours.get(key)!r}.")
+    if not resume.ok:
+        raise ValueError(f"resume= comes from a failed run ({resume.message}); it cannot be continued.")
+    done = np.asarray(resume.steps)
+    n = len(done)
+    if n > len(schedule.steps) or not np.array_equal(done, schedule.steps[:n]):
+        raise ValueError(
+            f"resume= saved steps {done[:3].tolist()}..{done[-1]} are not a prefix of this run's save "
+            f"schedule (steps={int(schedule.steps[-1])}); use the same steps and save settings."
+        )
+    v.check_shape("resume.final_scores", resume.final_scores, (problem.N, problem.M))
+    state = jnp.asarray(resume.final_scores, problem.dtype)
+    return (state, _int(done[-1]), _int(-1)), _rows_of(resume), n
+
+
+def _run(
+    problem: Problem,
+    stepper: _Stepper,
+    state0,
+    schedule: _Schedule,
+    info: dict,
+    *,
+    resume: Optional[Trajectory] = None,
+    progress: bool = False,
+    checkpoint=None,
+    desc: str = "gd",
+) -> Trajectory:
+    """Run the save schedule (from `resume` when given) and build the Trajectory.
+
+    With a progress bar or a checkpoint file the run is split into about 50 chunks of equal
+    size (one compilation); after each chunk the trajectory so far is written atomically to
+    `checkpoint`, so an interrupted run loses at most one chunk.
+    """
+    carry, rows, done = _start(problem, stepper, state0, schedule, info, resume)
+    gaps = schedule.gaps[done - 1 :]
+    n = len(gaps)
+    size = n if (not progress and checkpoint is None) else max(1, math.ceil(n / 50))
+    pieces = [rows]
+    with progress_bar(total=int(gaps.sum()), desc=desc, unit="step", enabled=progress) as bar:
+        for start in range(0, n, size):
+            chunk = gaps[start : start + size]
+            carry, new_rows = _run_chunk(stepper, carry, jnp.asarray(chunk), schedule.uniform)
+            pieces.append(new_rows)
+            bar.update(int(chunk.sum()))
+            if checkpoint is not None and start + size < n:
+                partial = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
+                _trajectory(problem, stepper, carry, partial, schedule, done + start + len(chunk), info).save(checkpoint)
+    rows = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
+    traj = _trajectory(problem, stepper, carry, rows, schedule, len(schedule.steps), info)
+    if checkpoint is not None:
+        traj.save(checkpoint)
+    return traj
 
 
 def _lr(lr, dtype, name: str = "lr"):
@@ -192,15 +236,6 @@ def _lr_info(lr):
     return float(lr) if v.is_concrete(lr) else "traced"
 
 
-def _resume(problem: Problem, resume: Optional[Trajectory]):
-    if resume is None:
-        return problem.S0, 0
-    if resume.steps is None or resume.batch_shape:
-        raise ValueError("resume= takes an unbatched Trajectory from gd or sgd.")
-    v.check_shape("resume.final_scores", resume.final_scores, (problem.N, problem.M))
-    return jnp.asarray(resume.final_scores, problem.dtype), int(np.asarray(resume.steps)[-1])
-
-
 # ------------------------------------------------------------------------ gd
 def gd(
     problem: Problem,
@@ -211,6 +246,7 @@ def gd(
     save_steps: Optional[Sequence[int]] = None,
     save_scores: bool = False,
     resume: Optional[Trajectory] = None,
+    checkpoint: Optional[str | os.PathLike] = None,
     progress: bool = False,
 ) -> Trajectory:
     """Full-batch gradient descent in score space.
@@ -227,8 +263,11 @@ def gd(
       k * save_every, from step 0 (the start) to `steps`.
     - `save_steps`: instead, the exact steps to save (e.g. [`log_steps`][]); from 0 to `steps`.
     - `save_scores`: also save S at every row (T x N x M memory).
-    - `resume`: a Trajectory of an earlier `gd` run on the same problem to continue from;
-      the result equals the uninterrupted run bit for bit.
+    - `resume`: a Trajectory of an earlier, shorter or interrupted run with the same problem,
+      rate and save schedule (e.g. `Trajectory.load(checkpoint)`); the run continues from its
+      last row to `steps`, and the result equals the uninterrupted run bit for bit.
+    - `checkpoint`: a path; the trajectory so far is written there (atomically) after each of
+      ~50 chunks, and at the end.
     - `progress`: show a progress bar on stderr (the run is then split into ~50 chunks).
 
     **Returns:** a [`Trajectory`][] with rows at the saved steps.
@@ -239,14 +278,13 @@ def gd(
     if np.ndim(lr) == 1:
         return _batched_over_lr(
             lambda l, **kw: gd(problem, l, steps, **kw), lr, save_every=save_every,
-            save_steps=save_steps, save_scores=save_scores, resume=resume,
+            save_steps=save_steps, save_scores=save_scores,
         )
     lr = _lr(lr, problem.dtype)
-    S0, step0 = _resume(problem, resume)
     stepper = _GD(problem, lr, save_scores)
-    carry, rows = _drive(stepper, S0, schedule, step0=step0, progress=progress, desc="gd")
     info = dict(integrator="gd", lr=_lr_info(lr), structure=_structure_info(problem), dtype=str(problem.dtype))
-    return _trajectory(problem, stepper, carry, rows, schedule, step0, info)
+    return _run(problem, stepper, problem.S0, schedule, info, resume=resume, progress=progress,
+                checkpoint=checkpoint, desc="gd")
 
 
 def _structure_info(problem: Problem) -> str:
@@ -283,6 +321,7 @@ def sgd(
     save_steps: Optional[Sequence[int]] = None,
     save_scores: bool = False,
     resume: Optional[Trajectory] = None,
+    checkpoint: Optional[str | os.PathLike] = None,
     progress: bool = False,
 ) -> Trajectory:
     """Minibatch SGD in score space.
@@ -301,15 +340,16 @@ def sgd(
     if np.ndim(lr) == 1:
         return _batched_over_lr(
             lambda l, **kw: sgd(problem, l, steps, batch_size, key, **kw), lr, save_every=save_every,
-            save_steps=save_steps, save_scores=save_scores, resume=resume,
+            save_steps=save_steps, save_scores=save_scores,
         )
     lr = _lr(lr, problem.dtype)
-    S0, step0 = _resume(problem, resume)
-    stepper = _SGD(problem, lr, save_scores, jnp.asarray(key), batch_size)
-    carry, rows = _drive(stepper, S0, schedule, step0=step0, progress=progress, desc="sgd")
-    info = dict(integrator="sgd", lr=_lr_info(lr), batch_size=batch_size, structure=_structure_info(problem),
-                dtype=str(problem.dtype))
-    return _trajectory(problem, stepper, carry, rows, schedule, step0, info)
+    key = jnp.asarray(key)
+    stepper = _SGD(problem, lr, save_scores, key, batch_size)
+    seed = tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()) if v.is_concrete(key) else "traced"
+    info = dict(integrator="sgd", lr=_lr_info(lr), batch_size=batch_size, seed=seed,
+                structure=_structure_info(problem), dtype=str(problem.dtype))
+    return _run(problem, stepper, problem.S0, schedule, info, resume=resume, progress=progress,
+                checkpoint=checkpoint, desc="sgd")
 
 
 class _SGD(_ScoreStepper):
@@ -401,11 +441,10 @@ def gd_weights(
     make = None if optimizer is None else (_OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer)
     stepper = _Weights(problem, lr, save_scores, make, layer_norm, save_weights)
     state0 = W0 if make is None else (W0, make(lr).init(W0))
-    carry, rows = _drive(stepper, state0, schedule, progress=progress, desc="gd_weights")
     name = "gd" if optimizer is None else (optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "custom"))
     info = dict(integrator="gd_weights", lr=_lr_info(lr), optimizer=name, layer_norm=layer_norm,
                 dtype=str(problem.dtype))
-    return _trajectory(problem, stepper, carry, rows, schedule, 0, info)
+    return _run(problem, stepper, state0, schedule, info, progress=progress, desc="gd_weights")
 
 
 class _Weights(_ScoreStepper):

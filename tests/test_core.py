@@ -271,19 +271,38 @@ def test_progress_chunks_equal_one_call():
     assert np.array_equal(np.asarray(a.margins), np.asarray(b.margins))
 
 
-def test_resume_is_bit_for_bit():
+def test_resume_is_bit_for_bit(tmp_path):
     problem = _random_problem(9, 5, 4, 3)
     whole = pt.gd(problem, 2.0, 100, save_every=10)
     first = pt.gd(problem, 2.0, 50, save_every=10)
-    rest = pt.gd(problem, 2.0, 50, save_every=10, resume=first)
-    assert np.array_equal(np.asarray(rest.steps), np.arange(50, 101, 10))
-    assert np.array_equal(np.asarray(rest.margins), np.asarray(whole.margins[5:]))
-    assert np.array_equal(np.asarray(rest.final_scores), np.asarray(whole.final_scores))
+    resumed = pt.gd(problem, 2.0, 100, save_every=10, resume=first)
+    assert np.array_equal(np.asarray(resumed.steps), np.arange(0, 101, 10))
+    for name in ("margins", "loss", "final_scores"):
+        assert np.array_equal(np.asarray(getattr(resumed, name)), np.asarray(getattr(whole, name))), name
+    with pytest.raises(ValueError, match="lr=2.0"):
+        pt.gd(problem, 3.0, 100, save_every=10, resume=first)
+    with pytest.raises(ValueError, match="prefix"):
+        pt.gd(problem, 2.0, 100, save_every=20, resume=first)
 
     key = jax.random.key(4)
     whole = pt.sgd(problem, 2.0, 60, 3, key, save_every=20)
-    rest = pt.sgd(problem, 2.0, 20, 3, key, save_every=20, resume=pt.sgd(problem, 2.0, 40, 3, key, save_every=20))
-    assert np.array_equal(np.asarray(rest.final_scores), np.asarray(whole.final_scores))
+    part = pt.sgd(problem, 2.0, 40, 3, key, save_every=20)
+    assert np.array_equal(np.asarray(pt.sgd(problem, 2.0, 60, 3, key, save_every=20, resume=part).final_scores),
+                          np.asarray(whole.final_scores))
+    with pytest.raises(ValueError, match="seed"):
+        pt.sgd(problem, 2.0, 60, 3, jax.random.key(5), save_every=20, resume=part)
+
+
+def test_checkpoint_file_resumes_an_interrupted_run(tmp_path):
+    problem = _random_problem(10, 5, 4, 3)
+    path = tmp_path / "ck.npz"
+    whole = pt.gd(problem, 1.5, 1000, save_every=10, checkpoint=path)
+    assert np.array_equal(np.asarray(pt.Trajectory.load(path).margins), np.asarray(whole.margins))
+    # An interrupt after some chunks leaves the last finished chunk on disk.
+    pt.gd(problem, 1.5, 400, save_every=10).save(path)
+    back = pt.gd(problem, 1.5, 1000, save_every=10, resume=pt.Trajectory.load(path), checkpoint=path)
+    assert np.array_equal(np.asarray(back.margins), np.asarray(whole.margins))
+    assert np.array_equal(np.asarray(back.final_scores), np.asarray(whole.final_scores))
 
 
 def test_save_load_roundtrip(tmp_path):
