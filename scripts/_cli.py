@@ -1,0 +1,318 @@
+"""Shared plumbing of the lab's command-line tools (simulate, sweep, reproduce).
+
+Conventions every script follows:
+
+- exit 0 on success; 2 on a usage or input error, with one line on stderr naming the flag,
+  the value and what is allowed (argparse errors included, no traceback); 3 on a numerical
+  failure, naming the step and what went non-finite. `--debug` shows the traceback instead.
+- progress bars (tqdm) on stderr for anything longer than a couple of seconds; off with
+  `--quiet`, in `--json` mode and under `PARTICLES_QUIET=1`.
+- results are written atomically (temporary file + rename): an interrupted run never
+  leaves a truncated JSON, npz or figure behind; figures are refused when their data is
+  not finite.
+- every results file carries the configuration, the seed and the package versions.
+
+The heavy modules (jax, particles, matplotlib) are imported inside functions: `--help` and
+argument errors return at Python start-up speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+EXIT_OK, EXIT_USAGE, EXIT_NUMERICAL, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+# ---------------------------------------------------------------- errors
+class UsageError(Exception):
+    """A bad flag value: reported as one line and exit code 2."""
+
+    def __init__(self, flag: str, value: Any, allowed: str):
+        self.flag, self.value, self.allowed = flag, value, allowed
+        super().__init__(f"{flag}={value} is not allowed: {allowed}")
+
+
+class NumericalError(Exception):
+    """A run went non-finite: reported with the step and the quantity, exit code 3."""
+
+
+class Interrupted(Exception):
+    """A run stopped early on purpose (a checkpointed sweep); exit code 130."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit code 2 (argparse's own usage dump is long)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(EXIT_USAGE)
+
+
+def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    """Flags shared by every script: --quiet, --debug and (optionally) --json."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary text")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print the summary JSON alone on stdout")
+
+
+def run_main(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]] = None) -> None:
+    """Run `main(argv)` and turn exceptions into the exit codes above."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    prog = os.path.basename(sys.argv[0]) or "particles"
+    try:
+        code = main(argv)
+    except UsageError as e:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        code = EXIT_USAGE
+    except NumericalError as e:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"{prog}: numerical failure: {e}\n")
+        code = EXIT_NUMERICAL
+    except Interrupted as e:
+        sys.stderr.write(f"{prog}: {e}\n")
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        code = EXIT_INTERRUPTED
+    except ValueError as e:
+        # The library validates its inputs eagerly and names the argument in the message.
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"{prog}: error: {_one_line(str(e))}\n")
+        code = EXIT_USAGE
+    sys.stdout.flush()
+    sys.exit(code or 0)
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
+
+
+# ----------------------------------------------------------- value parsing
+def parse_floats(flag: str, text: str, *, positive: bool = False, lo=None, hi=None) -> list[float]:
+    """A comma-separated list of floats, or `linspace:a:b:k` / `logspace:a:b:k` (base 10)."""
+    text = str(text).strip()
+    if text.startswith(("linspace:", "logspace:")):
+        kind, *rest = text.split(":")
+        if len(rest) != 3:
+            raise UsageError(flag, text, f"write {kind}:a:b:k (start, stop, count)")
+        try:
+            a, b, k = float(rest[0]), float(rest[1]), int(rest[2])
+        except ValueError:
+            raise UsageError(flag, text, f"write {kind}:a:b:k with numbers a, b and an integer k >= 1") from None
+        if k < 1 or not (math.isfinite(a) and math.isfinite(b)):
+            raise UsageError(flag, text, f"write {kind}:a:b:k with finite a, b and k >= 1")
+        step = (b - a) / (k - 1) if k > 1 else 0.0
+        values = [a + i * step for i in range(k)]
+        if kind == "logspace":
+            values = [10.0**v for v in values]
+    else:
+        try:
+            values = [float(x) for x in text.split(",") if x.strip() != ""]
+        except ValueError:
+            raise UsageError(flag, text, "a comma-separated list of numbers, or linspace:a:b:k / logspace:a:b:k") from None
+    if not values:
+        raise UsageError(flag, text, "at least one number")
+    for x in values:
+        if not math.isfinite(x):
+            raise UsageError(flag, text, "finite numbers only")
+        if positive and x <= 0:
+            raise UsageError(flag, text, "numbers > 0 only")
+        if lo is not None and x < lo or hi is not None and x > hi:
+            raise UsageError(flag, text, f"numbers in [{lo:g}, {hi:g}] only")
+    return values
+
+
+def parse_ints(flag: str, text: str, *, minimum: int = 0) -> list[int]:
+    """A comma-separated list of integers (or a linspace of integers)."""
+    values = parse_floats(flag, text)
+    out = []
+    for x in values:
+        if x != round(x) or x < minimum:
+            raise UsageError(flag, text, f"integers >= {minimum} only")
+        out.append(int(round(x)))
+    return out
+
+
+def check(cond: bool, flag: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise UsageError(flag, value, allowed)
+
+
+# ---------------------------------------------------------------- progress
+def bars_enabled(args) -> bool:
+    return not (getattr(args, "quiet", False) or getattr(args, "json", False) or os.environ.get("PARTICLES_QUIET") == "1")
+
+
+@contextlib.contextmanager
+def progress(total: int, desc: str, enabled: bool = True, unit: str = "it"):
+    """A tqdm bar on stderr, or a silent stand-in."""
+    if not enabled:
+        yield _Silent()
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+        yield bar
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+    def set_description(self, s: str) -> None:
+        pass
+
+
+class Log:
+    """Text for humans goes to stdout, unless --quiet or --json (then nowhere)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, *lines: str) -> None:
+        if self.enabled:
+            for line in lines:
+                print(line)
+            sys.stdout.flush()
+
+
+# ------------------------------------------------------------ atomic files
+def _atomic(path: str, write: Callable, suffix: str) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj: Any) -> None:
+    """JSON (NaN/inf written as strings, numpy and JAX values as lists), atomically."""
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False)
+    _atomic(path, lambda f: f.write(text.encode() + b"\n"), ".json")
+
+
+def write_text(path: str, text: str) -> None:
+    _atomic(path, lambda f: f.write(text.encode()), ".txt")
+
+
+def write_npz(path: str, arrays: dict) -> None:
+    import io
+
+    import numpy as np
+
+    def write(f):
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        f.write(buf.getvalue())
+
+    _atomic(path, write, ".npz")
+
+
+def save_figure(fig, path: str, *, check: Optional[Iterable] = None, dpi: int = 150) -> None:
+    """Save a matplotlib figure atomically; refuse when any array in `check` is not finite."""
+    import numpy as np
+
+    for a in check or ():
+        if not np.all(np.isfinite(np.asarray(a, dtype=float))):
+            raise NumericalError(f"refusing to write {path}: its data holds NaN or inf")
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+    _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"), "." + fmt)
+
+
+def jsonable(x: Any) -> Any:
+    """Plain JSON values: arrays to lists, non-finite floats to the strings 'nan'/'inf'/'-inf'."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "tolist") and hasattr(x, "dtype"):
+        return jsonable(x.tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else str(x)
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    if hasattr(x, "item"):
+        return jsonable(x.item())
+    return str(x)
+
+
+# ------------------------------------------------------- config, versions
+def versions() -> dict:
+    """Python, platform, the packages the results depend on, and the JAX devices."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("particles", "jax", "jaxlib", "numpy", "scipy", "diffrax", "equinox", "optax", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    if "jax" in sys.modules:
+        import jax
+
+        out["devices"] = [str(d) for d in jax.devices()]
+    return out
+
+
+def config_of(args: argparse.Namespace) -> dict:
+    """The parsed flags as a JSON-ready dict (the run's full configuration)."""
+    return {k: jsonable(v) for k, v in sorted(vars(args).items())}
+
+
+def timestamp() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+class Clock:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def lazy_import(name: str, what: str):
+    """Import a module that another part of the project provides; None (with a reason) if absent."""
+    import importlib
+
+    try:
+        return importlib.import_module(name), None
+    except ImportError as e:
+        return None, f"{what} is not available ({name}: {e})"
+
+
+def safe_call(fn, *args, **kwargs):
+    """Call a helper from another part of the project; (result, None) or (None, reason)."""
+    try:
+        return fn(*args, **kwargs), None
+    except Exception as e:  # a missing or broken optional piece must not sink the run
+        return None, f"{getattr(fn, '__name__', fn)} failed: {type(e).__name__}: {_one_line(str(e))[:200]}"

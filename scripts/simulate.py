@@ -1,0 +1,488 @@
+#!/usr/bin/env python
+"""Simulate one associative memory: GD at a few step sizes and the gradient flow, against theory.
+
+    python scripts/simulate.py --n 2 --corr 0.3
+
+Geometry. By default the n inputs are the exact equicorrelated unit vectors of dimension n
+(pairwise correlation --corr; `particles.equicorrelated`) and the outputs are orthonormal.
+With --d: when d >= max(n, m) the same vectors are padded with zeros into R^d (same Gram
+matrices, exact); when d < max(n, m), or with --geometry sphere, the embeddings are
+Gaussian rows normalised to the unit sphere (`particles.random_sphere`, key --seed), as in
+the paper's random-embedding experiments; --corr does not apply to them.
+
+Step sizes. Without --lr two rates are picked from the stability limit 2/λ_max at the start
+(λ_max = sharpness of the loss at S0): 0.5 × 2/λ_max (stable) and 4 × 2/λ_max (beyond the
+edge of stability, where loss spikes can appear); the reason is printed.
+
+Writes OUT/summary.json (configuration, results, theory-versus-simulation tables,
+versions, seed, wall time), OUT/trajectory.npz (every run's trajectory, keys
+"<run>__<field>") and OUT/figure.png. Exit codes: 0 ok, 2 bad flag, 3 numerical failure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _cli  # noqa: E402
+
+OPTIMIZERS = ("gd", "sgd", "adam", "momentum", "sign")
+SMALL, LARGE = 0.5, 4.0  # default rates, in units of the stability limit 2/λ_max(S0)
+
+
+def build_parser():
+    p = _cli.ArgumentParser(prog="simulate.py", description=__doc__.split("\n\n")[0],
+                            epilog="Geometry and default step sizes: see the module docstring.")
+    s = p.add_argument_group("system")
+    s.add_argument("--n", type=int, default=2, help="number of inputs N (default %(default)s)")
+    s.add_argument("--m", type=int, help="number of outputs M (default N)")
+    s.add_argument("--d", type=int, help="embedding dimension (default: N, exact equicorrelated vectors)")
+    s.add_argument("--geometry", choices=("equicorrelated", "sphere"),
+                   help="embeddings (default equicorrelated; sphere when d < max(N, M))")
+    s.add_argument("--corr", type=float, help="pairwise input correlation (default 0)")
+    s.add_argument("--p", help="input frequencies, comma list summing to 1")
+    s.add_argument("--zipf", type=float, help="Zipf exponent a: p(x) ∝ x^-a (default 1)")
+    s.add_argument("--targets", help="f*(x) for each input, comma list of ints in [0, M) (default x mod M)")
+    r = p.add_argument_group("runs")
+    r.add_argument("--lr", help="step size(s), comma list (default: from the stability limit)")
+    r.add_argument("--steps", type=int, default=1000, help="steps per run (default %(default)s)")
+    r.add_argument("--flow", action=__import__("argparse").BooleanOptionalAction, default=True,
+                   help="also run the gradient flow to --t1 (default on)")
+    r.add_argument("--t1", type=float, help="flow horizon (default steps × max lr)")
+    r.add_argument("--sgd-batch", type=int, help="minibatch SGD with this batch size")
+    r.add_argument("--optimizer", choices=OPTIMIZERS, default="gd",
+                   help="gd/sgd in score space; adam, momentum, sign on W through particles.gd_weights")
+    r.add_argument("--seed", type=int, default=0, help="seed for SGD batches and random embeddings")
+    r.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="float32 is a speed mode (it warns: long runs stall)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    o.add_argument("--no-plot", action="store_true", help="skip figure.png")
+    _cli.add_common(p)
+    return p
+
+
+# --------------------------------------------------------------- the system
+def validate(args):
+    c = _cli.check
+    c(args.n >= 1, "--n", args.n, "an integer >= 1")
+    if args.m is None:
+        args.m = args.n
+    c(args.m >= 2, "--m", args.m, "an integer >= 2 (one class has no margins)")
+    c(args.d is None or args.d >= 1, "--d", args.d, "an integer >= 1")
+    c(args.steps >= 1, "--steps", args.steps, "an integer >= 1")
+    c(args.seed >= 0, "--seed", args.seed, "an integer >= 0")
+    c(args.p is None or args.zipf is None, "--zipf", args.zipf, "give --p or --zipf, not both")
+    if args.zipf is not None:
+        c(args.zipf == args.zipf and abs(args.zipf) < 1e6, "--zipf", args.zipf, "a finite exponent")
+    if args.p is not None:
+        p = _cli.parse_floats("--p", args.p, lo=0.0, hi=1.0)
+        c(len(p) == args.n, "--p", args.p, f"{args.n} frequencies (one per input, --n {args.n})")
+        c(abs(sum(p) - 1) <= 1e-6, "--p", args.p, f"frequencies summing to 1 (they sum to {sum(p):.6g})")
+        args.p_values = p
+    if args.targets is not None:
+        t = _cli.parse_ints("--targets", args.targets, minimum=0)
+        c(len(t) == args.n and max(t) < args.m, "--targets", args.targets,
+          f"{args.n} integers in [0, {args.m}) (one class per input)")
+        args.target_values = t
+    if args.lr is not None:
+        args.lr_values = _cli.parse_floats("--lr", args.lr, positive=True)
+    if args.t1 is not None:
+        c(args.t1 > 0 and args.t1 < float("inf"), "--t1", args.t1, "a finite horizon > 0")
+    if args.optimizer == "sgd":
+        c(args.sgd_batch is not None, "--optimizer", "sgd", "sgd needs --sgd-batch B")
+    if args.sgd_batch is not None:
+        c(args.sgd_batch >= 1, "--sgd-batch", args.sgd_batch, "an integer >= 1")
+        c(args.optimizer in ("gd", "sgd"), "--sgd-batch", args.sgd_batch,
+          f"minibatches go with --optimizer gd/sgd, not {args.optimizer}")
+        args.optimizer = "sgd"
+    d = args.d
+    sphere = args.geometry == "sphere" or (d is not None and d < max(args.n, args.m))
+    if sphere:
+        c(args.corr is None, "--corr", args.corr,
+          f"random sphere embeddings (d={d} < max(N, M)={max(args.n, args.m)} or --geometry sphere) have no "
+          "set correlation; drop --corr or use d >= max(N, M)")
+        c(d is not None, "--geometry", "sphere", "sphere embeddings need --d")
+    else:
+        corr = 0.0 if args.corr is None else args.corr
+        lo = -1.0 / (args.n - 1) if args.n > 1 else -1.0
+        c(lo <= corr <= 1.0, "--corr", args.corr, f"a correlation in [{lo:g}, 1] (equicorrelated unit vectors, n={args.n})")
+    args.sphere = sphere
+
+
+def build_problem(args):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import particles
+
+    n, m = args.n, args.m
+    if getattr(args, "p_values", None) is not None:
+        p = np.asarray(args.p_values, np.float64)
+        p = p / p.sum()
+    else:
+        p = np.asarray(particles.zipf(n, 1.0 if args.zipf is None else args.zipf))
+    targets = np.asarray(getattr(args, "target_values", None) or np.arange(n) % m)
+    if args.sphere:
+        problem = particles.random_sphere(jax.random.key(args.seed), n, m, args.d, p=p, targets=targets)
+        geometry = f"random unit-sphere embeddings, d={args.d}, key={args.seed}"
+    else:
+        corr = 0.0 if args.corr is None else args.corr
+        d = args.d or max(n, m)
+        problem = equicorrelated_numpy(n, m, d, corr, p, targets)
+        geometry = f"equicorrelated inputs (corr={corr:g}), orthonormal outputs, d={d}"
+    if args.dtype == "float32":
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            problem = problem.astype(jnp.float32)
+        for w in caught:
+            sys.stderr.write(f"warning: {w.message}\n")
+    return problem, geometry
+
+
+def equicorrelated_numpy(n, m, d, corr, p, targets):
+    """`particles.equicorrelated` (padded to R^d, any targets) built in numpy.
+
+    The same vectors: rows of the symmetric square root of (1 - corr) I + corr 11^T. Built
+    without JAX operations because each eager op compiles on first use, and a dozen of them
+    cost the headline command about a second.
+    """
+    import jax.numpy as jnp
+    import numpy as np
+
+    import particles
+
+    a = np.sqrt(max(1.0 - corr, 0.0))
+    b = (np.sqrt(max(1.0 - corr + n * corr, 0.0)) - a) / n
+    E = np.zeros((n, d))
+    E[:, :n] = a * np.eye(n) + b * np.ones((n, n))
+    U = np.eye(m, d)
+    G_E = (1 - corr) * np.eye(n) + corr * np.ones((n, n))
+    Y = np.eye(m)[np.asarray(targets)]
+    f = lambda x: jnp.asarray(x, jnp.float64)
+    return particles.Problem(p=f(p), Y=f(Y), G_E=f(G_E), G_U=f(np.eye(m)), S0=f(np.zeros((n, m))), E=f(E), U=f(U),
+                             W0=f(np.zeros((d, d))), structure_E="dense", structure_U="identity")
+
+
+def sharpness(problem, S) -> float:
+    """λ_max of the Hessian of L(W) at scores S (particles.theory, or a dense fallback)."""
+    import numpy as np
+
+    try:
+        from particles.theory import sharpness as th_sharpness
+    except ImportError:
+        th_sharpness = None
+    if th_sharpness is not None:
+        return float(th_sharpness(problem, S))
+    # Fallback: the non-zero spectrum of J^T D J equals that of D^1/2 (G_E ⊗ G_U) D^1/2,
+    # with D = blockdiag(p_x Cov_x) the Hessian of L in the scores.
+    S = np.asarray(S, np.float64)
+    P = np.exp(S - S.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    p = np.asarray(problem.p, np.float64)
+    N, M = S.shape
+    D = np.zeros((N * M, N * M))
+    for x in range(N):
+        C = p[x] * (np.diag(P[x]) - np.outer(P[x], P[x]))
+        w, V = np.linalg.eigh(C)
+        D[x * M:(x + 1) * M, x * M:(x + 1) * M] = V @ np.diag(np.sqrt(np.maximum(w, 0))) @ V.T
+    K = np.kron(np.asarray(problem.G_E, np.float64), np.asarray(problem.G_U, np.float64))
+    return float(np.linalg.eigvalsh(D @ K @ D).max())
+
+
+def regime_of(problem) -> str:
+    try:
+        from analysis import regimes
+
+        found = regimes(problem)
+    except ImportError:
+        found = ()
+    if "orthogonal" in found:
+        return "orthogonal"
+    if "underparameterized" in found:
+        return "underparameterized (d < N: finite cross-entropy minimizer)"
+    if "separable" in found:
+        return "separable (correlated inputs of full rank: margins grow like log t)"
+    return "/".join(found) or "unknown"
+
+
+# ----------------------------------------------------------------- the runs
+def run_all(args, problem, lrs, bars):
+    """(runs: {name: Trajectory}, lrs per run); GD rates in one vmapped call."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import particles
+
+    steps = args.steps
+    N, M = problem.N, problem.M
+    save = dict(save_every=1) if steps <= 5000 else dict(save_steps=particles.log_steps(steps, 2000))
+    rows = steps + 1 if steps <= 5000 else len(particles.log_steps(steps, 2000))
+    scores = rows * N * M * len(lrs) <= 200_000
+    runs, run_lr = {}, {}
+    lr_arr = jnp.asarray(lrs, problem.dtype)
+    opt = args.optimizer
+    flow_future = None
+    if args.flow:
+        # Tracing and compiling the flow and GD overlap (XLA compiles without the GIL).
+        from concurrent.futures import ThreadPoolExecutor
+
+        t1 = args.t1 or steps * max(lrs)
+        pool = ThreadPoolExecutor(1)
+        flow_future = pool.submit(particles.flow, problem, t1, save_scores=scores)
+        pool.shutdown(wait=False)
+    if opt == "gd":
+        if len(lrs) == 1:
+            batch = None
+            traj = particles.gd(problem, lr_arr[0], steps, save_scores=scores, progress=bars, **save)
+        else:
+            batch = particles.gd(problem, lr_arr, steps, save_scores=scores, **save)
+    elif opt == "sgd":
+        key = jax.random.key(args.seed)
+        if len(lrs) == 1:
+            batch = None
+            traj = particles.sgd(problem, lr_arr[0], steps, args.sgd_batch, key, save_scores=scores,
+                                 progress=bars, **save)
+        else:
+            batch = particles.sgd(problem, lr_arr, steps, args.sgd_batch, key, save_scores=scores, **save)
+    for k, lr in enumerate(lrs):
+        name = f"{opt}_lr{k}"
+        if opt in ("gd", "sgd"):
+            runs[name] = traj if batch is None else batch[k]
+        else:
+            runs[name] = particles.gd_weights(problem, lr_arr[k], steps, optimizer=opt, save_scores=scores,
+                                              progress=bars, **save)
+        run_lr[name] = lr
+    if flow_future is not None:
+        runs["flow"] = flow_future.result()
+        run_lr["flow"] = None
+    return runs, run_lr
+
+
+def theory_overlay(problem, runs, run_lr):
+    """Dashed theory curves for the margin panels: {label: (t, values (T, N))}."""
+    import numpy as np
+
+    try:
+        from analysis import regimes
+
+        found = regimes(problem)
+        from particles import theory
+    except ImportError:
+        return None
+    out = {}
+    ref = next(iter(runs.values()))
+    t = np.asarray(ref.t, np.float64)
+    p = np.asarray(problem.p, np.float64)
+    if "orthogonal" in found and hasattr(theory, "orthogonal_flow_margin"):
+        lr = run_lr[next(iter(runs))] or 1.0
+        out["flow theory m(ηt)"] = (t, np.asarray(theory.orthogonal_flow_margin(lr * t[:, None], p[None, :], problem.M)))
+    elif "two_particles" in found and hasattr(theory, "two_particles_margin_asymptote"):
+        lr = run_lr[next(iter(runs))] or 1.0
+        corr = float(np.asarray(problem.G_E)[0, 1])
+        tt = t[t > 0]
+        out["asymptote log(2(1-α)ηp t)"] = (tt, np.asarray(theory.two_particles_margin_asymptote(tt, lr, corr, p[0])))
+    return out or None
+
+
+# -------------------------------------------------------------------- main
+def main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    validate(args)
+    clock = _cli.Clock()
+    log = _cli.Log(not (args.quiet or args.json))
+    bars = _cli.bars_enabled(args)
+    out = args.out or os.path.join("runs", _cli.timestamp())
+
+    import numpy as np
+
+    problem, geometry = build_problem(args)
+    import particles
+
+    N, M = problem.N, problem.M
+    lam0 = sharpness(problem, problem.S0)
+    limit = 2.0 / lam0 if lam0 > 0 else float("inf")
+    if getattr(args, "lr_values", None) is not None:
+        lrs = args.lr_values
+        lr_reason = "given by --lr"
+    else:
+        lrs = [float(f"{SMALL * limit:.3g}"), float(f"{LARGE * limit:.3g}")]
+        lr_reason = (f"default: {SMALL:g} and {LARGE:g} × the stability limit 2/λ_max(S0) = {limit:.4g} "
+                     f"(λ_max = {lam0:.4g}); the second is beyond the edge of stability")
+    regime = regime_of(problem)
+
+    d = problem.d if problem.d is not None else N
+    log(f"system   N={N} inputs, M={M} outputs, d={d}; {geometry}",
+        f"         p = {_fmt_vec(problem.p)}; targets f*(x) = {np.asarray(problem.targets).tolist()}",
+        f"         regime: {regime}")
+    if N <= 6:
+        G = np.asarray(problem.G_E)
+        log("         Gram G_E = E E^T:", *("           " + "  ".join(f"{v:+.3f}" for v in row) for row in G))
+    log(f"step sizes {', '.join(f'{x:g}' for x in lrs)} ({lr_reason})",
+        f"optimizer {args.optimizer}" + (f", batch {args.sgd_batch}" if args.sgd_batch else "") +
+        f"; {args.steps} steps; dtype {args.dtype}" + (f"; flow to t1={args.t1 or args.steps * max(lrs):g}" if args.flow else ""))
+
+    runs, run_lr = run_all(args, problem, lrs, bars)
+
+    # ---------------------------------------------------------- analysis
+    analysis, why = _cli.lazy_import("analysis", "the analysis package")
+    results, tables, notes = {}, {}, []
+    if why:
+        notes.append(why)
+    failures = []
+    for name, traj in runs.items():
+        lr = run_lr[name]
+        res = dict(name=name, integrator=traj.integrator, lr=lr, status=int(np.asarray(traj.status)),
+                   message=traj.message, final_loss=float(np.asarray(traj.loss)[-1]),
+                   final_accuracy=float(np.asarray(traj.accuracy)[-1]),
+                   final_margins=np.asarray(traj.margins)[-1].tolist())
+        if not traj.ok:
+            failures.append(_failure(name, traj))
+        if analysis is not None:
+            summ, err = _cli.safe_call(analysis.summarize, traj)
+            if summ is not None:
+                res["summary"] = summ
+            else:
+                notes.append(err)
+        if lr is not None and traj.ok:
+            lam_end = sharpness(problem, traj.final_scores)
+            res["stability_ratio_start"] = lr * lam0 / 2
+            res["stability_ratio_end"] = lr * lam_end / 2
+            res["sharpness_end"] = lam_end
+        if analysis is not None and traj.ok:
+            comp, err = _cli.safe_call(analysis.compare, problem, traj, lr=lr)
+            if comp is not None:
+                tables[name] = comp
+            else:
+                notes.append(err)
+        results[name] = res
+
+    for name, res in results.items():
+        traj = runs[name]
+        head = f"{name}" + (f" (η = {res['lr']:g})" if res["lr"] is not None else f" (t1 = {float(np.asarray(traj.t)[-1]):g})")
+        s = res.get("summary", {})
+        lines = [f"\n== {head}: {res['message']}",
+                 f"   final loss {res['final_loss']:.6g}, accuracy {res['final_accuracy']:.4g}, "
+                 f"margins {_fmt_vec(res['final_margins'])}"]
+        if s:
+            big = s.get("largest_spike")
+            lines.append(f"   loss spikes {s.get('spikes')}" +
+                         (f" (largest +{big['height']:.4g} nats at step {big['step']}, peak {big['peak_step']})" if big else "") +
+                         f"; margin oscillations {s.get('oscillations')}; sign flips {s.get('sign_flips')}")
+            ffa = s.get("first_full_accuracy")
+            lines.append(f"   first step of 100% accuracy: {'never' if ffa is None else ffa}" +
+                         (f"; ends in a period-{s['cycle']['period']} cycle" if s.get("cycle") and s["cycle"]["period"] > 1 else ""))
+        if "stability_ratio_start" in res:
+            lines.append(f"   stability ratio η·λ_max/2: {res['stability_ratio_start']:.4g} at start, "
+                         f"{res['stability_ratio_end']:.4g} at end (stable below 1)")
+        if name in tables:
+            lines.append("   theory vs simulation:")
+            lines += ["     " + ln for ln in tables[name].text().splitlines()]
+        log(*lines)
+
+    # ------------------------------------------------------------ files
+    arrays = {"lr": np.asarray(lrs, np.float64), "runs": np.asarray(list(runs))}
+    for name, traj in runs.items():
+        for field in ("t", "loss", "zero_one", "accuracy", "margins", "final_scores", "status", "first_bad_step",
+                      "steps", "scores", "W"):
+            value = getattr(traj, field)
+            if value is not None:
+                arrays[f"{name}__{field}"] = np.asarray(value)
+    arrays["G_E"], arrays["G_U"], arrays["p"] = (np.asarray(problem.G_E), np.asarray(problem.G_U),
+                                                 np.asarray(problem.p))
+    arrays["targets"] = np.asarray(problem.targets)
+    _cli.write_npz(os.path.join(out, "trajectory.npz"), arrays)
+
+    files = ["summary.json", "trajectory.npz"]
+    if not args.no_plot and not failures:
+        made = _figure(problem, runs, run_lr, os.path.join(out, "figure.png"), notes)
+        if made:
+            files.append("figure.png")
+    elif failures and not args.no_plot:
+        notes.append("figure.png not written: a run went non-finite")
+
+    summary = dict(
+        config=_cli.config_of(args),
+        seed=args.seed,
+        system=dict(N=N, M=M, d=d, geometry=geometry, p=np.asarray(problem.p), targets=np.asarray(problem.targets),
+                    G_E=np.asarray(problem.G_E) if N <= 16 else None, regime=regime,
+                    sharpness_start=lam0, stability_limit=limit),
+        lr=lrs,
+        lr_reason=lr_reason,
+        results=results,
+        comparison={k: v.to_json() for k, v in tables.items()},
+        notes=notes,
+        files=files,
+        versions=_cli.versions(),
+        wall_time_s=round(clock(), 3),
+    )
+    _cli.write_json(os.path.join(out, "summary.json"), summary)
+    for n in notes:
+        log(f"note: {n}")
+    if failures:
+        raise _cli.NumericalError("; ".join(failures) + f" (results so far in {out})")
+    if args.json:
+        import json
+
+        print(json.dumps(_cli.jsonable(summary)))
+    log(f"\nwrote {out}/" + ", ".join(files), f"wall time {clock():.2f} s")
+    return 0
+
+
+def _failure(name, traj) -> str:
+    import numpy as np
+
+    status = int(np.asarray(traj.status))
+    if status == 1 and traj.steps is not None:
+        return f"{name}: the scores became non-finite (NaN/inf) at step {int(np.asarray(traj.first_bad_step))}"
+    return f"{name}: {traj.message}"
+
+
+def _figure(problem, runs, run_lr, path, notes) -> bool:
+    analysis, why = _cli.lazy_import("analysis", "the analysis package (figures)")
+    if analysis is None:
+        notes.append(why)
+        return False
+    import dataclasses
+
+    import numpy as np
+
+    labels = {}
+    with_flow = "flow" in runs
+    for name, traj in runs.items():
+        lr = run_lr[name]
+        if lr is None:
+            labels["gradient flow"] = traj
+        elif with_flow:
+            # On one time axis with the flow: step k of GD with rate η sits at time t = η k.
+            view = dataclasses.replace(traj, t=np.asarray(traj.t) * lr, steps=None)
+            labels[f"{traj.integrator} η={lr:g} (t = η·step)"] = view
+        else:
+            labels[f"{traj.integrator} η={lr:g}"] = traj
+    overlay = theory_overlay(problem, runs, run_lr)
+    fig, err = _cli.safe_call(analysis.figure_for_run, problem, labels, theory=overlay,
+                              title=f"N={problem.N}, M={problem.M}: margins, losses and theory")
+    if fig is None:
+        notes.append(err)
+        return False
+    _cli.save_figure(fig, path, dpi=110)
+    return True
+
+
+def _fmt_vec(v) -> str:
+    import numpy as np
+
+    v = np.asarray(v, np.float64).ravel()
+    if v.size > 8:
+        return f"[{v[0]:.4g}, {v[1]:.4g}, ..., {v[-1]:.4g}] ({v.size})"
+    return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+
+
+if __name__ == "__main__":
+    _cli.run_main(main)
