@@ -71,7 +71,15 @@ def lambertw_exp(logz: Float[ArrayLike, "*B"]) -> Float[Array, "*B"]:
     **Returns:** w >= 0 with w + log w = logz, same shape. For logz > ~709 the result is
     finite although e^logz is not.
     """
-    return jnp.exp(log_lambertw_exp(logz))
+    L = jnp.asarray(logz)
+    w = jnp.exp(log_lambertw_exp(L))
+    # exp(v) carries v's rounding times |v| (~700 ulps at logz = 1e300): one Newton step on
+    # w + log w = logz, in w itself, brings w back to a few ulps.
+    ok = jnp.isfinite(w) & (w > 0)
+    ws = jnp.where(ok, w, 1.0)
+    Ls = jnp.where(ok, L, 1.0)
+    polished = ws - (ws + jnp.log(ws) - Ls) / (1.0 + 1.0 / ws)
+    return jnp.where(ok, polished, w)
 
 
 def lambertw(z: Float[ArrayLike, "*B"]) -> Float[Array, "*B"]:
