@@ -281,8 +281,15 @@ def theory_overlay(problem, runs, run_lr):
     t = np.asarray(ref.t, np.float64)
     p = np.asarray(problem.p, np.float64)
     if "orthogonal" in found and hasattr(theory, "orthogonal_flow_margin"):
-        lr = run_lr[next(iter(runs))] or 1.0
-        out["flow theory m(ηt)"] = (t, np.asarray(theory.orthogonal_flow_margin(lr * t[:, None], p[None, :], problem.M)))
+        if "flow" in runs:
+            tt, label = np.asarray(runs["flow"].t, np.float64), "flow theory (Lambert W)"
+        else:
+            lr = run_lr[next(iter(runs))]
+            tt, label = t * lr, "flow theory at t = η·step"
+        with np.errstate(all="ignore"):
+            m = np.asarray(theory.orthogonal_flow_margin(tt[:, None], p[None, :], problem.M))
+        if np.all(np.isfinite(m)):
+            out[label] = (tt if "flow" in runs else t, m)
     elif "two_particles" in found and hasattr(theory, "two_particles_margin_asymptote"):
         lr = run_lr[next(iter(runs))] or 1.0
         corr = float(np.asarray(problem.G_E)[0, 1])
@@ -342,20 +349,22 @@ def main(argv) -> int:
                    message=traj.message, final_loss=float(np.asarray(traj.loss)[-1]),
                    final_accuracy=float(np.asarray(traj.accuracy)[-1]),
                    final_margins=np.asarray(traj.margins)[-1].tolist())
-        if not traj.ok:
-            failures.append(_failure(name, traj))
-        if analysis is not None:
+        failure = _failure(name, traj)
+        if failure:
+            failures.append(failure)
+            res["failure"] = failure
+        if analysis is not None and not failure:
             summ, err = _cli.safe_call(analysis.summarize, traj)
             if summ is not None:
                 res["summary"] = summ
             else:
                 notes.append(err)
-        if lr is not None and traj.ok:
+        if lr is not None and not failure:
             lam_end = sharpness(problem, traj.final_scores)
             res["stability_ratio_start"] = lr * lam0 / 2
             res["stability_ratio_end"] = lr * lam_end / 2
             res["sharpness_end"] = lam_end
-        if analysis is not None and traj.ok:
+        if analysis is not None and not failure:
             comp, err = _cli.safe_call(analysis.compare, problem, traj, lr=lr)
             if comp is not None:
                 tables[name] = comp
@@ -435,13 +444,26 @@ def main(argv) -> int:
     return 0
 
 
-def _failure(name, traj) -> str:
+def _failure(name, traj):
+    """None when the run is finite throughout, else what went non-finite and when."""
     import numpy as np
 
     status = int(np.asarray(traj.status))
     if status == 1 and traj.steps is not None:
-        return f"{name}: the scores became non-finite (NaN/inf) at step {int(np.asarray(traj.first_bad_step))}"
-    return f"{name}: {traj.message}"
+        return f"{name}: the state became non-finite (NaN/inf) at step {int(np.asarray(traj.first_bad_step))}"
+    if status != 0:
+        return f"{name}: {traj.message}"
+    # The integrators watch their state (W for gd_weights); the observables can still overflow.
+    when = np.asarray(traj.steps if traj.steps is not None else traj.t)
+    for field in ("loss", "margins"):
+        a = np.asarray(getattr(traj, field), np.float64)
+        bad = ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
+        if bad.any():
+            k = int(np.argmax(bad))
+            kind = "NaN" if np.isnan(a[k]).any() else "inf"
+            unit = "step" if traj.steps is not None else "time"
+            return f"{name}: the {field} became non-finite ({kind}) at {unit} {when[k]:g}"
+    return None
 
 
 def _figure(problem, runs, run_lr, path, notes) -> bool:
