@@ -366,6 +366,9 @@ def figure_for_run(problem, trajectories: dict, theory: Optional[dict] = None, *
             pad = 0.08 * (hi - lo)
             extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
         plot_landscape(axes[3], problem, extent=extent, trajectories=paths)
+        for label, traj in trajectories.items():
+            _, bad = _finite(traj)
+            _annotate_bad(axes[3], bad, None, label)
         axes[3].set_title("γ-plane: CE contours over 0-1 loss", fontsize=9)
     if title:
         fig.suptitle(title)

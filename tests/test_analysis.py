@@ -322,7 +322,7 @@ def test_plots_annotate_non_finite(tmp_path):
         fig = analysis.figure_for_run(P, {"diverged": bad})
         fig.savefig(tmp_path / "bad.png")
     notes = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert sum("non-finite from step 4" in n for n in notes) >= 3  # margins, losses, log time
+    assert sum("non-finite from step 4" in n for n in notes) == 4  # margins, losses, log time, γ-plane
     for ax in fig.axes[:3]:
         for line in ax.get_lines():
             assert np.all(np.isfinite(np.asarray(line.get_ydata(), np.float64)))
