@@ -147,3 +147,19 @@ def test_sweep_usage_errors_exit_2(tmp_path):
     one_line_error(run("sweep.py", "--lr", "linspace:1:2"), "--lr", "linspace:a:b:k")
     one_line_error(run("sweep.py", "--p1", "0.5", "--log-odds", "1"), "--log-odds")
     one_line_error(run("sweep.py", "--resume", "--out", tmp_path / "nothing"), "--resume")
+
+
+# ------------------------------------------------------------ reproduce
+def test_reproduce_one_figure(tmp_path):
+    out = tmp_path / "figs"
+    proc = run("reproduce.py", "--figure", "landscapes", "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert {"landscapes.png", "landscapes.pdf", "REPORT.md", "report.json"} <= set(os.listdir(out))
+    text = (out / "REPORT.md").read_text()
+    assert "## 1. Landscapes" in text and "random_sphere" in text
+    # The measured wedge of perfect accuracy matches arccos(α) (paper §3.3) to the circle grid.
+    wedge = json.loads((out / "report.json").read_text())["landscapes"]["numbers"]["wedge"]
+    for a, theory_deg, measured_deg in wedge:
+        assert theory_deg == pytest.approx(np.degrees(np.arccos(a)), abs=1e-9)
+        assert measured_deg == pytest.approx(theory_deg, abs=0.01)
+    one_line_error(run("reproduce.py", "--figure", "nope"), "--figure", "nope")
