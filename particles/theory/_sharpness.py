@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,8 +133,9 @@ def _lanczos(op, v0, iters: int, restarts: int, tol):
         theta, ritz, resid = cycle(q)
         return k + 1, ritz, theta, resid
 
-    theta, ritz, resid = cycle(v0.reshape(n))
-    _, _, theta, _ = jax.lax.while_loop(cond, step, (jnp.asarray(1), ritz, theta, resid))
+    # One traced cycle (inside the loop): the first iteration always runs (resid = inf).
+    init = (jnp.asarray(0), v0.reshape(n), jnp.zeros((), dtype), jnp.asarray(jnp.inf, dtype))
+    _, _, theta, _ = jax.lax.while_loop(cond, step, init)
     return theta
 
 
@@ -190,18 +192,20 @@ def sharpness(
     iters = v.check_count("iters", iters, 1)
     restarts = v.check_count("restarts", restarts, 1)
     v.check_positive("tol", tol)
-    n = problem.N * problem.M
+    key = jax.random.PRNGKey(0) if key is None else key
+    v0 = jax.random.normal(key, (problem.N, problem.M), S.dtype)
+    return _sharpness(problem, S, v0, jnp.asarray(tol, S.dtype), method, min(iters, problem.N * problem.M), restarts)
+
+
+@eqx.filter_jit
+def _sharpness(problem, S, v0, tol, method: str, iters: int, restarts: int):
     if method == "dense":
-        use_w = problem.E is not None and problem.U is not None and problem.d**2 <= n
+        use_w = problem.E is not None and problem.U is not None and problem.d**2 <= problem.N * problem.M
         one = (lambda s: _dense_weights(problem, s)) if use_w else (lambda s: _dense_scores(problem, s))
     else:
-        key = jax.random.PRNGKey(0) if key is None else key
-        v0 = jax.random.normal(key, (problem.N, problem.M), S.dtype)
-        k = min(iters, n)
-        tol_ = jnp.asarray(tol, S.dtype)
 
         def one(s):
-            return _lanczos(hessian_operator(problem, s), v0, k, restarts, tol_)
+            return _lanczos(hessian_operator(problem, s), v0, iters, restarts, tol)
 
     if S.ndim == 3:
         return jax.vmap(one)(S)
@@ -232,6 +236,11 @@ def two_class_sharpness(problem: Problem, S: Float[ArrayLike, "*T N 2"]) -> Floa
     G = problem.G_U
     gu = G[0, 0] + G[1, 1] - 2.0 * G[0, 1]
 
+    return _two_class(problem, S, gu)
+
+
+@eqx.filter_jit
+def _two_class(problem, S, gu):
     def one(s):
         P = jax.nn.softmax(s, axis=-1)
         w = jnp.sqrt(problem.p * P[:, 0] * P[:, 1])
