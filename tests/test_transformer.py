@@ -118,10 +118,10 @@ def test_synthetic_and_text_statistics(tmp_path):
 
 
 def test_ideal_memories_induction_accuracy():
-    data = pt.synthetic(0, N=65, seq_len=32)
-    emb = pt.embeddings(jax.random.key(1), 65, 32, 128)
+    data = pt.synthetic(0, N=65, seq_len=64)
+    emb = pt.embeddings(jax.random.key(1), 65, 64, 256)
     w = pt.ideal_weights(emb, jax.random.key(2), 20.0, 20.0, 20.0)
-    b = eqx.filter_jit(lambda d, k: d.sample(k, 64))(data, jax.random.key(0))
+    b = eqx.filter_jit(lambda d, k: d.sample(k, 32))(data, jax.random.key(0))
     pred = np.asarray(jnp.argmax(pt.forward(w, emb, b.tokens), -1))[:, :-1]
     ind = np.asarray(b.induction)[:, :-1]
     assert ind.sum() > 100
