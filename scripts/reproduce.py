@@ -150,7 +150,7 @@ def fig_spike(out, ctx):
         text.append(f"| {lr:g} | {lr * lam0 / 2:.3g} | ({th1[0]:.4g}, {th1[1]:.4g}) | "
                     f"({_fmt(t.margins[1, 0])}, {_fmt(t.margins[1, 1])}) | "
                     + (", ".join(f"{s.step:g}: +{s.height:.3g}" for s in sp) or "none")
-                    + f" | {ffa} | {_fmt(t.loss[-1])} |")
+                    + f" | {'never' if ffa is None else ffa} | {_fmt(t.loss[-1])} |")
         nums[lr] = dict(spikes=[s.to_json() for s in sp], first_full=ffa, final_loss=float(t.loss[-1]))
     return files, text, nums
 
@@ -196,11 +196,11 @@ def fig_time_to_accuracy(out, ctx):
     text = [f"Grid: η = logspace(−1, 1, 10), α = linspace(0.5, 1, 10), log(p₁/p₂) = logspace(−0.5, 0.5, 10); "
             f"1000 GD steps per cell, {res.shape[0] * res.shape[1] * res.shape[2]} cells in "
             f"{res.chunks_total} compiled call(s).",
-            f"- cells never reaching 100%: {int(np.sum(T < 0))} (all at α = 1, where distinct targets are unlearnable: "
-            f"{bool(np.all(T[:, -1, :] < 0))}); non-finite cells: {res.n_bad}",
-            f"- theory: the first step is already perfect iff α ≤ p₂/p₁ — no cell of this grid satisfies it "
-            f"({int((~forgets).sum())} cells); cells perfect at step 1: {int(one.sum())}" +
-            (f" (agreement {agree:.0%})" if (~forgets).any() else ""),
+            f"- cells never reaching 100% within 1000 steps: {int(np.sum(T < 0))}, of which {int(np.sum(T[:, -1, :] < 0))} "
+            f"at α = 1 (distinct targets with identical inputs are unlearnable); non-finite cells: {res.n_bad}",
+            f"- theory: one step from W = 0 already gives 100% iff α ≤ p₂/p₁: {int((~forgets).sum())} cells satisfy it; "
+            f"of these, {int(one[~forgets].sum())} are perfect at step 1" + (f" ({agree:.0%})" if (~forgets).any() else "") +
+            f"; cells where the rare token is forgotten first and still perfect at step 1: {int(one[forgets].sum())}",
             "", "Steps to 100% accuracy at log(p₁/p₂) = " + f"{log_odds[4]:.3g} (rows η, columns α):", "",
             "| η \\ α | " + " | ".join(f"{c:.3g}" for c in axes["corr"]) + " |",
             "|---" * (len(axes["corr"]) + 1) + "|"]
