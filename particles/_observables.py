@@ -12,8 +12,16 @@ from jaxtyping import Array, Float
 
 
 def residual(S: Float[Array, "N M"], Y: Float[Array, "N M"]) -> Float[Array, "N M"]:
-    """softmax(S) - Y: minus the force on each particle, before weighting by p."""
-    return jax.nn.softmax(S, axis=-1) - Y
+    """softmax(S) - Y: minus the force on each particle, before weighting by p.
+
+    At large margins softmax(S)[f*(x)] - 1 cancels catastrophically (1 - 1e-12 has four
+    correct digits), so the target entry is computed as minus the sum of the others (each
+    row of the residual sums to zero); every entry then has full relative precision.
+    """
+    R = jax.nn.softmax(S, axis=-1) - Y
+    target = jnp.broadcast_to(jax.nn.one_hot(jnp.argmax(Y, axis=-1), Y.shape[-1], dtype=bool), R.shape)
+    others = jnp.sum(jnp.where(target, 0.0, R), axis=-1, keepdims=True)
+    return jnp.where(target, -others, R)
 
 
 def losses(S: Float[Array, "*B N M"], Y: Float[Array, "N M"]) -> Float[Array, "*B N"]:

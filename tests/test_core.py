@@ -395,3 +395,14 @@ def test_float32_is_opt_in_and_warns():
     with pytest.warns(pt.PrecisionWarning):
         p32 = problem.astype(jnp.float32)
     assert pt.gd(p32, 1.0, 5).loss.dtype == jnp.float32
+
+
+def test_residual_has_full_precision_at_large_margins():
+    """1 - softmax(S)[target] computed without cancellation (compare with exact log-space values)."""
+    S = jnp.array([[30.0, 0.0, -5.0]])
+    Y = jnp.array([[1.0, 0.0, 0.0]])
+    R = np.asarray(pt._observables.residual(S, Y))[0]
+    others = np.exp(np.array([-30.0, -35.0]))
+    exact_target = -others.sum() / (1 + others.sum())
+    assert abs(R[0] - exact_target) <= 1e-15 * abs(exact_target)
+    assert abs(R.sum()) <= 1e-30
