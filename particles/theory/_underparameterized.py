@@ -100,6 +100,15 @@ def _recession_direction(problem: Problem, sp) -> bool:
     return bool(res.status == 0 and -res.fun > 1e-9 * max(1.0, np.abs(A).max()))
 
 
+def _ce_loss(w, F, H, p, Y):
+    return obs.loss(F @ w.reshape(H.shape[1], F.shape[1]).T @ H.T, p, Y)
+
+
+# Module-level jits: repeated calls on problems of the same shapes reuse the compilation.
+_value_grad = jax.jit(jax.value_and_grad(_ce_loss))
+_hessian = jax.jit(jax.hessian(_ce_loss))
+
+
 def ce_minimizer(problem: Problem, *, tol: float = 1e-10, max_iter: int = 100) -> Solution:
     """The minimizer W_CE of the population cross-entropy (convex), by damped Newton.
 
@@ -129,16 +138,10 @@ def ce_minimizer(problem: Problem, *, tol: float = 1e-10, max_iter: int = 100) -
             "no finite minimizer: separable (some direction of W raises margins without lowering any, "
             "so the cross-entropy keeps decreasing along it; use max_margin for the direction)."
         )
-    F = jnp.asarray(sp.F, jnp.float64)
-    H = jnp.asarray(sp.H, jnp.float64)
-    p = problem.p.astype(jnp.float64)
-    Y = problem.Y.astype(jnp.float64)
-
-    def f(w):
-        return obs.loss(F @ w.reshape(rU, rE).T @ H.T, p, Y)
-
-    fg = jax.jit(jax.value_and_grad(f))
-    hess = jax.jit(jax.hessian(f))
+    args = (jnp.asarray(sp.F, jnp.float64), jnp.asarray(sp.H, jnp.float64),
+            problem.p.astype(jnp.float64), problem.Y.astype(jnp.float64))
+    fg = lambda w: _value_grad(w, *args)  # noqa: E731
+    hess = lambda w: _hessian(w, *args)  # noqa: E731
     w = jnp.zeros(n, jnp.float64)
     val, g = fg(w)
     # ||grad_K|| = ||grad_W||: the span coordinates are an isometry.
