@@ -7,6 +7,7 @@ measures the fraction of [s0, s1] done) advance evenly.
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import equinox as eqx
@@ -91,13 +92,15 @@ def flow(
     - `solver`: a diffrax solver; `diffrax.Tsit5()` by default.
     - `max_steps`: the solver's step budget; running out is reported as status 2.
     - `save_scores`: also save S at every saved time.
-    - `progress`: a diffrax progress bar (fraction of log-time done) on stderr.
+    - `progress`: a diffrax progress bar (fraction of log-time done) on stderr; off when
+      the environment sets `PARTICLES_QUIET=1`.
 
     **Returns:** a [`Trajectory`][] with `t` = `ts`. A failed solve is reported in
     `status` (never raised from inside jit); rows past a failure hold inf.
     """
     import diffrax
 
+    progress = progress and os.environ.get("PARTICLES_QUIET") != "1"
     v.check_positive("t1", t1)
     v.check_positive("rtol", rtol)
     v.check_positive("atol", atol)

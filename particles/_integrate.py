@@ -102,6 +102,10 @@ class _Stepper(eqx.Module):
     def scores(self, state):
         raise NotImplementedError
 
+    def finite(self, state) -> Array:
+        """Whether the state (and what is observed of it) is finite."""
+        return _finite(state)
+
 
 @eqx.filter_jit
 def _run_chunk(stepper: _Stepper, carry, gaps, uniform: Optional[int]):
@@ -110,7 +114,7 @@ def _run_chunk(stepper: _Stepper, carry, gaps, uniform: Optional[int]):
     def one_step(c):
         state, k, bad = c
         new = stepper.advance(state, k)
-        bad = jnp.where((bad < 0) & ~_finite(new), k + 1, bad)
+        bad = jnp.where((bad < 0) & ~stepper.finite(new), k + 1, bad)
         return new, k + 1, bad
 
     def row(c, gap):
@@ -467,6 +471,10 @@ class _Weights(_ScoreStepper):
 
     def scores(self, state):
         return weight_scores(self.problem, self.weights(state), self.layer_norm)
+
+    def finite(self, state):
+        # Finite weights can still give infinite scores (u^T W e overflows).
+        return _finite(state) & jnp.all(jnp.isfinite(self.scores(state)))
 
     def observe(self, state):
         row = _record(self.problem, self.scores(state), self.save_scores)
