@@ -11,10 +11,9 @@ import os
 from typing import Optional
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import ArrayLike, Float
 
 from . import _observables as obs
 from . import _validate as v

@@ -26,3 +26,6 @@ class _Silent:
 
     def set_postfix_str(self, s: str) -> None:
         pass
+
+    def set_description(self, s: str) -> None:
+        pass

@@ -29,7 +29,7 @@ from jaxtyping import Array
 
 from . import _observables as obs
 from ._progress import progress_bar
-from ._trajectory import atomic_savez
+from ._io import atomic_savez
 
 AXES = ("lr", "corr", "p1", "log_odds", "n", "seed")
 """The hyper-parameters a GD sweep can vary."""

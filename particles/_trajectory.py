@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tempfile
 from typing import Any, Optional
 
 import equinox as eqx
@@ -13,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
+
+from ._io import atomic_savez, jsonable, versions
 
 FORMAT = "particles.trajectory"
 FORMAT_VERSION = 1
@@ -152,9 +152,9 @@ class Trajectory(eqx.Module):
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "info": _jsonable(self.metadata),
+            "info": jsonable(self.metadata),
             "versions": versions(),
-            "extra": _jsonable(extra or {}),
+            "extra": jsonable(extra or {}),
         }
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         atomic_savez(path, arrays)
@@ -190,50 +190,6 @@ class Trajectory(eqx.Module):
 
 
 # ------------------------------------------------------------------- helpers
-def versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for pkg in ("particles", "jax", "jaxlib", "numpy", "scipy", "diffrax", "equinox", "optax"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def atomic_savez(path, arrays: dict) -> None:
-    """np.savez to a temporary file in the same folder, then rename: never a truncated file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _jsonable(x: Any):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.generic, np.ndarray, jax.Array)):
-        return _jsonable(np.asarray(x).tolist())
-    if isinstance(x, float) and not np.isfinite(x):
-        return str(x)
-    return x
-
-
 def _hashable(x: Any):
     if isinstance(x, list):
         return tuple(_hashable(v) for v in x)

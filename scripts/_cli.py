@@ -19,14 +19,10 @@ argument errors return at Python start-up speed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import json
 import math
 import os
-import platform
 import sys
-import tempfile
 import time
 import traceback
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -160,27 +156,11 @@ def bars_enabled(args) -> bool:
     return not (getattr(args, "quiet", False) or getattr(args, "json", False) or os.environ.get("PARTICLES_QUIET") == "1")
 
 
-@contextlib.contextmanager
 def progress(total: int, desc: str, enabled: bool = True, unit: str = "it"):
-    """A tqdm bar on stderr, or a silent stand-in."""
-    if not enabled:
-        yield _Silent()
-        return
-    from tqdm.auto import tqdm
+    """A tqdm bar on stderr, or a silent stand-in (the library's bar)."""
+    from particles._progress import progress_bar
 
-    with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
-        yield bar
-
-
-class _Silent:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, s: str) -> None:
-        pass
-
-    def set_description(self, s: str) -> None:
-        pass
+    return progress_bar(total=total, desc=desc, unit=unit, enabled=enabled)
 
 
 class Log:
@@ -197,44 +177,40 @@ class Log:
 
 
 # ------------------------------------------------------------ atomic files
+# Thin wrappers over particles._io, imported on use so that `--help` does not load JAX.
 def _atomic(path: str, write: Callable, suffix: str) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from particles._io import atomic_write
+
+    atomic_write(path, write, suffix)
+
+
+def write_npz(path: str, arrays: dict) -> None:
+    from particles._io import atomic_savez
+
+    atomic_savez(path, arrays)
 
 
 def write_json(path: str, obj: Any) -> None:
     """JSON (NaN/inf written as strings, numpy and JAX values as lists), atomically."""
-    text = json.dumps(jsonable(obj), indent=2, allow_nan=False)
-    _atomic(path, lambda f: f.write(text.encode() + b"\n"), ".json")
+    from particles._io import write_json as write
+
+    write(path, obj)
+
+
+def jsonable(x: Any) -> Any:
+    from particles._io import jsonable as convert
+
+    return convert(x)
+
+
+def versions() -> dict:
+    from particles._io import versions as collect
+
+    return collect()
 
 
 def write_text(path: str, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode()), ".txt")
-
-
-def write_npz(path: str, arrays: dict) -> None:
-    import io
-
-    import numpy as np
-
-    def write(f):
-        buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-        f.write(buf.getvalue())
-
-    _atomic(path, write, ".npz")
 
 
 def save_figure(fig, path: str, *, check: Optional[Iterable] = None, dpi: int = 150) -> None:
@@ -248,41 +224,7 @@ def save_figure(fig, path: str, *, check: Optional[Iterable] = None, dpi: int = 
     _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"), "." + fmt)
 
 
-def jsonable(x: Any) -> Any:
-    """Plain JSON values: arrays to lists, non-finite floats to the strings 'nan'/'inf'/'-inf'."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if hasattr(x, "tolist") and hasattr(x, "dtype"):
-        return jsonable(x.tolist())
-    if isinstance(x, float):
-        return x if math.isfinite(x) else str(x)
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    if hasattr(x, "item"):
-        return jsonable(x.item())
-    return str(x)
-
-
 # ------------------------------------------------------- config, versions
-def versions() -> dict:
-    """Python, platform, the packages the results depend on, and the JAX devices."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("particles", "jax", "jaxlib", "numpy", "scipy", "diffrax", "equinox", "optax", "matplotlib"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    if "jax" in sys.modules:
-        import jax
-
-        out["devices"] = [str(d) for d in jax.devices()]
-    return out
-
-
 def config_of(args: argparse.Namespace) -> dict:
     """The parsed flags as a JSON-ready dict (the run's full configuration)."""
     return {k: jsonable(v) for k, v in sorted(vars(args).items())}

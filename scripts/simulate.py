@@ -294,7 +294,10 @@ def theory_overlay(problem, runs, run_lr):
         lr = run_lr[next(iter(runs))] or 1.0
         corr = float(np.asarray(problem.G_E)[0, 1])
         tt = t[t > 0]
-        out["asymptote log(2(1-α)ηp t)"] = (tt, np.asarray(theory.two_particles_margin_asymptote(tt, lr, corr, p[0])))
+        values = np.asarray(theory.two_particles_margin_asymptote(tt, lr, corr, p[0]))
+        # Beside a flow the figure's time axis is t = η·step (see `figure`); the asymptote
+        # log(2(1-α) η p_x k) at step k is the same curve at that time.
+        out["asymptote log(2(1-α)ηp t)"] = (tt * lr if "flow" in runs else tt, values)
     return out or None
 
 
