@@ -127,6 +127,17 @@ def _run_chunk(stepper: _Stepper, carry, gaps, uniform: Optional[int]):
     return jax.lax.scan(row, carry, gaps)
 
 
+@eqx.filter_jit
+def _observe_start(stepper: _Stepper, state):
+    """Row 0, compiled once: eagerly it would compile one kernel per operation."""
+    return jax.tree_util.tree_map(lambda a: a[None], stepper.observe(state))
+
+
+@jax.jit
+def _concat(pieces):
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
+
+
 def _int(x):
     return jnp.asarray(x, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
 
@@ -162,7 +173,7 @@ def _trajectory(problem, stepper, carry, rows, schedule, n_rows, info: dict) -> 
 def _start(problem: Problem, stepper, state0, schedule: _Schedule, info: dict, resume: Optional[Trajectory]):
     """The carry and rows to start from: the initial state, or the end of `resume`."""
     if resume is None:
-        return (state0, _int(0), _int(-1)), jax.tree_util.tree_map(lambda a: a[None], stepper.observe(state0)), 1
+        return (state0, _int(0), _int(-1)), _observe_start(stepper, state0), 1
     if resume.steps is None or resume.batch_shape:
         raise ValueError("resume= takes an unbatched Trajectory from gd or sgd (not flow, not a batch).")
     theirs, ours = resume.metadata, info
@@ -213,9 +224,9 @@ def _run(
             pieces.append(new_rows)
             bar.update(int(chunk.sum()))
             if checkpoint is not None and start + size < n:
-                partial = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
+                partial = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *jax.device_get(pieces))
                 _trajectory(problem, stepper, carry, partial, schedule, done + start + len(chunk), info).save(checkpoint)
-    rows = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
+    rows = _concat(pieces)
     traj = _trajectory(problem, stepper, carry, rows, schedule, len(schedule.steps), info)
     if checkpoint is not None:
         traj.save(checkpoint)

@@ -1,7 +1,8 @@
 """Observables of a score matrix S (N x M): loss, margins, 0-1 loss, accuracy.
 
 All are pure JAX, work on any leading batch shape of S ... x N x M, and are stable for
-scores of any size (log-sum-exp; no exp of a raw score).
+scores of any size (log-sum-exp; no exp of a raw score). Each is jitted: called eagerly (on a
+saved trajectory, in analysis) it compiles once per shape instead of once per operation.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 
+@jax.jit
 def residual(S: Float[Array, "N M"], Y: Float[Array, "N M"]) -> Float[Array, "N M"]:
     """softmax(S) - Y: minus the force on each particle, before weighting by p.
 
@@ -24,6 +26,7 @@ def residual(S: Float[Array, "N M"], Y: Float[Array, "N M"]) -> Float[Array, "N 
     return jnp.where(target, -others, R)
 
 
+@jax.jit
 def losses(S: Float[Array, "*B N M"], Y: Float[Array, "N M"]) -> Float[Array, "*B N"]:
     """Per-input cross-entropy -sum_y q(y|x) log softmax(S[x])_y, shape (..., N)."""
     logp = jax.nn.log_softmax(S, axis=-1)
@@ -32,6 +35,7 @@ def losses(S: Float[Array, "*B N M"], Y: Float[Array, "N M"]) -> Float[Array, "*
     return -jnp.sum(jnp.where(Y > 0, Y * logp, 0.0), axis=-1)
 
 
+@jax.jit
 def loss(S: Float[Array, "*B N M"], p: Float[Array, " N"], Y: Float[Array, "N M"]) -> Float[Array, "*B"]:
     """Population cross-entropy L = sum_x p(x) CE(S[x], q(.|x)).
 
@@ -46,6 +50,7 @@ def loss(S: Float[Array, "*B N M"], p: Float[Array, " N"], Y: Float[Array, "N M"
     return losses(S, Y) @ p
 
 
+@jax.jit
 def margins(S: Float[Array, "*B N M"], Y: Float[Array, "N M"]) -> Float[Array, "*B N"]:
     """m(x) = S[x, f*(x)] - max_{y != f*(x)} S[x, y], shape (..., N).
 
@@ -58,16 +63,19 @@ def margins(S: Float[Array, "*B N M"], Y: Float[Array, "N M"]) -> Float[Array, "
     return correct - best_other
 
 
+@jax.jit
 def correct(S: Float[Array, "*B N M"], Y: Float[Array, "N M"]) -> Array:
     """1{argmax_y S[x, y] = f*(x)}, ties to the first index (as `argmax`), shape (..., N)."""
     return jnp.argmax(S, axis=-1) == jnp.broadcast_to(jnp.argmax(Y, axis=-1), S.shape[:-1])
 
 
+@jax.jit
 def accuracy(S: Float[Array, "*B N M"], p: Float[Array, " N"], Y: Float[Array, "N M"]) -> Float[Array, "*B"]:
     """sum_x p(x) 1{argmax_y S[x, y] = f*(x)}; ties go to the first index, as in the paper's code."""
     return correct(S, Y).astype(p.dtype) @ p
 
 
+@jax.jit
 def zero_one(S: Float[Array, "*B N M"], p: Float[Array, " N"], Y: Float[Array, "N M"]) -> Float[Array, "*B"]:
     """The 0-1 loss sum_x p(x) 1{argmax_y S[x, y] != f*(x)} = 1 - accuracy."""
     return (~correct(S, Y)).astype(p.dtype) @ p

@@ -7,6 +7,7 @@ is fully described by p, Y, G_E = E E^T, G_U = U U^T and the initial scores S0.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Literal, Optional
 
@@ -303,6 +304,9 @@ def zipf(N: int, a: float = 1.0, *, dtype=None) -> Float[Array, " N"]:
     N = v.check_count("N", N, 1)
     v.check_finite("a", a)
     dtype = default_dtype() if dtype is None else dtype
+    if v.is_concrete(a):  # numpy: no kernel to compile for a constant
+        w = np.arange(1, N + 1, dtype=np.float64) ** (-float(a))
+        return jnp.asarray(w / w.sum(), dtype)
     w = jnp.arange(1, N + 1, dtype=dtype) ** (-jnp.asarray(a, dtype))
     return w / w.sum()
 
@@ -372,17 +376,13 @@ def equicorrelated(
     lo = -1.0 / (n - 1) if n > 1 else -1.0
     v.check_in_range("corr", corr, lo, 1.0)
     p = zipf(n, 1.0, dtype=dtype) if p is None else p
-    c = jnp.asarray(corr, dtype)
-    a = jnp.sqrt(jnp.maximum(1 - c, 0))
-    b = (jnp.sqrt(jnp.maximum(1 - c + n * c, 0)) - a) / n
-    root = a * jnp.eye(n, dtype=dtype) + b * jnp.ones((n, n), dtype)
     d = max(n, m)
-    E = jnp.zeros((n, d), dtype).at[:, :n].set(root)
+    E, G_E = _equicorrelated_geometry(jnp.asarray(corr, dtype), n, d)
     U = jnp.eye(m, d, dtype=dtype)
     return Problem(
         p=_frequencies(p, n, dtype),
         Y=_targets(np.arange(n) % m, n, m, dtype),
-        G_E=(1 - c) * jnp.eye(n, dtype=dtype) + c * jnp.ones((n, n), dtype),
+        G_E=G_E,
         G_U=jnp.eye(m, dtype=dtype),
         S0=jnp.zeros((n, m), dtype),
         E=E,
@@ -391,6 +391,17 @@ def equicorrelated(
         structure_E="dense",
         structure_U="identity",
     )
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _equicorrelated_geometry(c, n: int, d: int):
+    """Rows of the symmetric square root a I + b 11^T of G_E = (1 - c) I + c 11^T, padded to
+    d columns, and G_E itself (exact). One compiled call: eager, each operation compiles."""
+    a = jnp.sqrt(jnp.maximum(1 - c, 0))
+    b = (jnp.sqrt(jnp.maximum(1 - c + n * c, 0)) - a) / n
+    eye, ones = jnp.eye(n, dtype=c.dtype), jnp.ones((n, n), c.dtype)
+    E = jnp.zeros((n, d), c.dtype).at[:, :n].set(a * eye + b * ones)
+    return E, (1 - c) * eye + c * ones
 
 
 def random_sphere(

@@ -251,16 +251,20 @@ def run_all(args, problem, lrs, bars):
                                  progress=bars, **save)
         else:
             batch = particles.sgd(problem, lr_arr, steps, args.sgd_batch, key, save_scores=scores, **save)
+    # Everything downstream is analysis on small arrays: numpy copies avoid compiling one
+    # XLA kernel per eager JAX operation (slicing, reductions), which dominated start-up.
+    if opt in ("gd", "sgd"):
+        traj, batch = jax.device_get((traj if batch is None else None, batch))
     for k, lr in enumerate(lrs):
         name = f"{opt}_lr{k}"
         if opt in ("gd", "sgd"):
             runs[name] = traj if batch is None else batch[k]
         else:
-            runs[name] = particles.gd_weights(problem, lr_arr[k], steps, optimizer=opt, save_scores=scores,
-                                              progress=bars, **save)
+            runs[name] = jax.device_get(particles.gd_weights(problem, lr_arr[k], steps, optimizer=opt,
+                                                             save_scores=scores, progress=bars, **save))
         run_lr[name] = lr
     if flow_future is not None:
-        runs["flow"] = flow_future.result()
+        runs["flow"] = jax.device_get(flow_future.result())
         run_lr["flow"] = None
     return runs, run_lr
 

@@ -118,6 +118,7 @@ def orthogonal_gd_margin_bound(
     return orthogonal_flow_margin(lr * steps, p, M)
 
 
+@jax.jit
 def orthogonal_margin_asymptote(
     t: Float[ArrayLike, "*B"], p: Float[ArrayLike, "*B"], M: int | Float[ArrayLike, "*B"]
 ) -> Float[Array, "*B"]:
@@ -130,6 +131,7 @@ def orthogonal_margin_asymptote(
     return jnp.log(M * p * t)
 
 
+@jax.jit
 def orthogonal_loss(
     m: Float[ArrayLike, "*B N"], p: Float[ArrayLike, " N"], M: int | Float[ArrayLike, ""]
 ) -> Float[Array, "*B"]:
@@ -149,6 +151,7 @@ def orthogonal_loss(
     return jnp.sum(per * jnp.broadcast_to(p, per.shape), axis=-1)
 
 
+@jax.jit
 def orthogonal_loss_asymptote(
     t: Float[ArrayLike, "*B"], N: int, M: int | Float[ArrayLike, ""], lr: Float[ArrayLike, "*B"] = 1.0
 ) -> Float[Array, "*B"]:

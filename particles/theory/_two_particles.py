@@ -21,6 +21,7 @@ def _phi(m):
     return jax.nn.sigmoid(-m)
 
 
+@jax.jit
 def two_particles_step(
     m: Float[ArrayLike, "*B 2"], lr: Float[ArrayLike, "*B"], corr: Float[ArrayLike, "*B"], p1: Float[ArrayLike, "*B"]
 ) -> Float[Array, "*B 2"]:
@@ -51,6 +52,7 @@ def two_particles_gd_margins(
     return jnp.concatenate([m0[None], ms], axis=0)
 
 
+@jax.jit
 def two_particles_first_step(
     lr: Float[ArrayLike, "*B"], corr: Float[ArrayLike, "*B"], p1: Float[ArrayLike, "*B"]
 ) -> Float[Array, "*B 2"]:
@@ -60,6 +62,7 @@ def two_particles_first_step(
     return jnp.stack([lr * (p1 - corr * p2), lr * (p2 - corr * p1)], axis=-1)
 
 
+@jax.jit
 def two_particles_forgets(corr: Float[ArrayLike, "*B"], p1: Float[ArrayLike, "*B"]) -> Array:
     """True when the first GD step mispredicts a token: corr > p_rare / p_frequent.
 
@@ -71,6 +74,7 @@ def two_particles_forgets(corr: Float[ArrayLike, "*B"], p1: Float[ArrayLike, "*B
     return (corr * p2 > p1) | (corr * p1 > p2)
 
 
+@jax.jit
 def two_particles_margin_asymptote(
     t: Float[ArrayLike, "*B"], lr: Float[ArrayLike, "*B"], corr: Float[ArrayLike, "*B"], p1: Float[ArrayLike, "*B"]
 ) -> Float[Array, "*B 2"]:
@@ -91,6 +95,7 @@ def two_particles_margin_asymptote(
     return jnp.log(2.0 * ((1.0 - corr) * lr * t)[..., None] * p)
 
 
+@jax.jit
 def two_particles_loss_asymptote(
     t: Float[ArrayLike, "*B"], lr: Float[ArrayLike, "*B"], corr: Float[ArrayLike, "*B"]
 ) -> Float[Array, "*B"]:
@@ -99,6 +104,7 @@ def two_particles_loss_asymptote(
     return 1.0 / ((1.0 - corr) * lr * t)
 
 
+@jax.jit
 def two_particles_sharpness0(corr: Float[ArrayLike, "*B"], p1: Float[ArrayLike, "*B"]) -> Float[Array, "*B"]:
     """lambda_max of the Hessian at W = 0: (1 + sqrt((p1 - p2)^2 + 4 corr^2 p1 p2)) / 4.
 
@@ -145,6 +151,7 @@ def two_particles_spike_lr(corr: Float[ArrayLike, "*B"], p1: Float[ArrayLike, "*
     return jnp.where(never, jnp.inf, hi)
 
 
+@jax.jit
 def two_particles_wedge_angle(corr: Float[ArrayLike, "*B"]) -> Float[Array, "*B"]:
     """Opening angle arccos(corr) of the perfect-accuracy wedge {gamma . e_1 > 0, gamma . e_2 < 0}.
 
@@ -155,6 +162,7 @@ def two_particles_wedge_angle(corr: Float[ArrayLike, "*B"]) -> Float[Array, "*B"
     return jnp.arccos(corr)
 
 
+@jax.jit
 def two_particles_margins_from_gamma(gamma: Float[ArrayLike, "*B 2"], corr: Float[ArrayLike, "*B"]) -> Float[Array, "*B 2"]:
     """(m1, m2) = (gamma . e_1, -gamma . e_2) for gamma = W^T (u_1 - u_2)."""
     gamma, corr = _float(gamma, corr)
