@@ -307,6 +307,16 @@ def theory_overlay(problem, runs, run_lr):
 
 # -------------------------------------------------------------------- main
 def main(argv) -> int:
+    import numpy as np
+
+    # Overflow in derived quantities is handled (dropped rows, exit 3), not warned about.
+    with np.errstate(all="ignore"):
+        return _main(argv)
+
+
+def _main(argv) -> int:
+    import dataclasses
+
     args = build_parser().parse_args(argv)
     validate(args)
     clock = _cli.Clock()
@@ -374,7 +384,11 @@ def main(argv) -> int:
         if analysis is not None and not failure:
             comp, err = _cli.safe_call(analysis.compare, problem, traj, lr=lr)
             if comp is not None:
-                tables[name] = comp
+                kept = [r for r in comp.rows if not _has_nan(dataclasses.asdict(r))]
+                if len(kept) < len(comp.rows):
+                    notes.append(f"{name}: {len(comp.rows) - len(kept)} theory row(s) dropped: "
+                                 "non-finite prediction or error (overflow at these settings)")
+                tables[name] = dataclasses.replace(comp, rows=kept)
             else:
                 notes.append(err)
         results[name] = res
@@ -423,6 +437,14 @@ def main(argv) -> int:
     elif failures and not args.no_plot:
         notes.append("figure.png not written: a run went non-finite")
 
+    # A finite run can still give non-finite derived numbers (a prediction that overflows at
+    # lr = 1e308, a slope of overflowing margins): never report those as a success.
+    for name, res in results.items():
+        path = _nan_path(res, name)
+        if path and "failure" not in res:
+            res["failure"] = f"{path} is NaN"
+            failures.append(f"{name}: {path} is NaN (overflow at these settings)")
+
     summary = dict(
         config=_cli.config_of(args),
         seed=args.seed,
@@ -449,6 +471,35 @@ def main(argv) -> int:
         print(json.dumps(_cli.jsonable(summary)))
     log(f"\nwrote {out}/" + ", ".join(files), f"wall time {clock():.2f} s")
     return 0
+
+
+def _nan_path(obj, path: str):
+    """The first place in a nested dict/list holding NaN, or None."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        for k, val in obj.items():
+            found = _nan_path(val, f"{path}.{k}")
+            if found:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for i, val in enumerate(obj):
+            found = _nan_path(val, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and np.isnan(obj).any():
+        return path
+    elif isinstance(obj, float) and math.isnan(obj):
+        return path
+    elif isinstance(obj, str) and obj == "nan":
+        return path
+    return None
+
+
+def _has_nan(row) -> bool:
+    return _nan_path(row, "") is not None
 
 
 def _failure(name, traj):
