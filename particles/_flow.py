@@ -11,6 +11,7 @@ import os
 from typing import Optional
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
@@ -18,6 +19,7 @@ from jaxtyping import ArrayLike, Float
 from . import _observables as obs
 from . import _validate as v
 from ._integrate import _record, _structure_info
+from ._progress import progress_bar
 from ._problem import Problem
 from ._trajectory import Trajectory
 
@@ -32,7 +34,7 @@ def default_times(t1: float, num: int = 201) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _solve(problem, s1, s_ts, rtol, atol, solver, max_steps: int, save_scores: bool, progress: bool):
+def _solve(problem, y0, s0, s1, s_ts, rtol, atol, solver, max_steps: int, save_scores: bool, progress: bool):
     import diffrax
 
     save = diffrax.SaveAt(
@@ -45,10 +47,10 @@ def _solve(problem, s1, s_ts, rtol, atol, solver, max_steps: int, save_scores: b
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(_field),
         solver,
-        t0=jnp.zeros_like(s1),
+        t0=s0,
         t1=s1,
         dt0=None,
-        y0=problem.S0,
+        y0=y0,
         args=problem,
         saveat=save,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
@@ -77,6 +79,9 @@ def flow(
     solver=None,
     max_steps: int = 16384,
     save_scores: bool = False,
+    segments: Optional[int] = None,
+    checkpoint=None,
+    resume: Optional[Trajectory] = None,
     progress: bool = False,
 ) -> Trajectory:
     """Gradient flow of the population loss, from `problem.S0` at t = 0 to `t1`.
@@ -91,8 +96,15 @@ def flow(
     - `solver`: a diffrax solver; `diffrax.Tsit5()` by default.
     - `max_steps`: the solver's step budget; running out is reported as status 2.
     - `save_scores`: also save S at every saved time.
-    - `progress`: a diffrax progress bar (fraction of log-time done) on stderr; off when
-      the environment sets `PARTICLES_QUIET=1`.
+    - `segments`: solve as this many consecutive solves between saved times (each segment
+      starts where the last ended); needed for `checkpoint` and `resume` (default 20 then).
+    - `checkpoint`: a path; the trajectory so far is written there (atomically) after each
+      segment.
+    - `resume`: a Trajectory of an interrupted segmented flow with the same `ts`, `t1`,
+      tolerances and `segments` (e.g. `Trajectory.load(checkpoint)`); the result equals the
+      uninterrupted segmented run bit for bit.
+    - `progress`: a progress bar on stderr (diffrax's, measuring the fraction of log-time
+      done; per segment when segmented); off when the environment sets `PARTICLES_QUIET=1`.
 
     **Returns:** a [`Trajectory`][] with `t` = `ts`. A failed solve is reported in
     `status` (never raised from inside jit); rows past a failure hold inf.
@@ -121,16 +133,20 @@ def flow(
     t1 = jnp.asarray(t1, dtype)
     s1 = jnp.log1p(t1)
     s_ts = jnp.minimum(jnp.log1p(jnp.asarray(ts, dtype)), s1)
-    rows, final, status, stats = _solve(
-        problem, s1, s_ts, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), solver, max_steps,
-        save_scores, progress,
-    )
+    args = (jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), solver, max_steps, save_scores)
     info = dict(integrator="flow", rtol=_num(rtol), atol=_num(atol), solver=type(solver).__name__,
                 structure=_structure_info(problem), dtype=str(dtype), log_time=True)
+    if segments is not None or checkpoint is not None or resume is not None:
+        return _segmented(problem, ts, s_ts, s1, args, info, segments or 20, checkpoint, resume, progress)
+    rows, final, status, stats = _solve(problem, problem.S0, jnp.zeros_like(s1), s1, s_ts, *args, progress)
     if v.is_concrete(stats):
         info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]))
+    return _flow_trajectory(jnp.asarray(ts, dtype), rows, final, status, info)
+
+
+def _flow_trajectory(ts, rows, final, status, info) -> Trajectory:
     return Trajectory(
-        t=jnp.asarray(ts, dtype),
+        t=ts,
         loss=rows["loss"],
         zero_one=rows["zero_one"],
         accuracy=rows["accuracy"],
@@ -141,6 +157,64 @@ def flow(
         first_bad_step=jnp.full_like(status, -1),
         info=tuple(info.items()),
     )
+
+
+def _segmented(problem, ts, s_ts, s1, args, info, segments, checkpoint, resume, progress) -> Trajectory:
+    """The flow as a chain of solves between saved times, each from where the last ended.
+
+    Each segment starts afresh (initial step chosen by the controller), so a run resumed at
+    a segment boundary repeats the uninterrupted segmented run bit for bit.
+    """
+    if not (v.is_concrete(ts) and v.is_concrete(s1)):
+        raise ValueError("a segmented, checkpointed or resumed flow needs concrete ts and t1 (not traced).")
+    segments = v.check_count("segments", segments, 1)
+    T = len(ts)
+    if not np.isclose(float(np.asarray(ts)[-1]), float(np.expm1(s1)), rtol=1e-12, atol=0):
+        v.fail("ts", ts, "a segmented flow saves its final state at the last time, which must be t1")
+    size = -(-T // segments)
+    rows, state, done = [], problem.S0, 0
+    stats = np.zeros(3, np.int64)
+    if resume is not None:
+        _check_resume(resume, ts, info, size)
+        done = len(np.asarray(resume.t))
+        state = jnp.asarray(resume.final_scores, problem.dtype)
+        rows.append({k: getattr(resume, k) for k in ("loss", "zero_one", "accuracy", "margins", "scores")
+                     if getattr(resume, k) is not None})
+        prior = resume.metadata
+        stats += [prior.get("num_steps", 0), prior.get("num_accepted", 0), prior.get("num_rejected", 0)]
+    status = jnp.asarray(0)
+    with progress_bar(total=T - done, desc="flow", unit="row", enabled=progress) as bar:
+        for start in range(done, T, size):
+            stop = min(start + size, T)
+            s0 = s_ts[start - 1] if start > 0 else jnp.zeros_like(s1)
+            new, state, status, st = _solve(problem, state, s0, s_ts[stop - 1], s_ts[start:stop], *args, False)
+            rows.append(new)
+            stats += np.asarray(st, np.int64)
+            bar.update(stop - start)
+            info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]),
+                        segment_rows=size)
+            joined = jax.tree_util.tree_map(lambda *a: np.concatenate([np.asarray(x) for x in a]), *rows)
+            traj = _flow_trajectory(jnp.asarray(ts[:stop], problem.dtype), joined, state, status, info)
+            if checkpoint is not None:
+                traj.save(checkpoint)
+            if int(status) != 0:
+                break
+    return traj
+
+
+def _check_resume(resume: Trajectory, ts, info: dict, size: int) -> None:
+    theirs = resume.metadata
+    if theirs.get("integrator") != "flow" or resume.batch_shape:
+        raise ValueError("resume= takes an unbatched Trajectory from a segmented flow.")
+    for key in ("rtol", "atol", "solver"):
+        if theirs.get(key) != info.get(key):
+            raise ValueError(f"resume= comes from a flow with {key}={theirs.get(key)!r}, not {info.get(key)!r}.")
+    if not resume.ok:
+        raise ValueError(f"resume= comes from a failed flow ({resume.message}); it cannot be continued.")
+    done = np.asarray(resume.t)
+    n = len(done)
+    if theirs.get("segment_rows") != size or n % size or n > len(ts) or not np.array_equal(done, np.asarray(ts)[:n]):
+        raise ValueError("resume= was saved with other times or segments; use the same ts, t1 and segments.")
 
 
 def _num(x):

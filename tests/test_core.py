@@ -406,3 +406,22 @@ def test_residual_has_full_precision_at_large_margins():
     exact_target = -others.sum() / (1 + others.sum())
     assert abs(R[0] - exact_target) <= 1e-15 * abs(exact_target)
     assert abs(R.sum()) <= 1e-30
+
+
+def test_flow_checkpoint_and_resume_bit_for_bit(tmp_path):
+    problem = _random_problem(12, 4, 3, 3)
+    ts = pt.default_times(1e4, 41)
+    whole = pt.flow(problem, 1e4, ts=ts, segments=8)
+    single = pt.flow(problem, 1e4, ts=ts)
+    assert whole.ok and max_abs(whole.margins, single.margins) <= 1e-6  # same flow, other steps
+    path = tmp_path / "flow.npz"
+    # As if interrupted after 3 of 8 segments of ceil(41 / 8) = 6 rows: 18 rows on disk.
+    first = pt.flow(problem, float(ts[17]), ts=ts[:18], segments=3)
+    assert first.metadata["segment_rows"] == 6
+    first.save(path)
+    back = pt.flow(problem, 1e4, ts=ts, segments=8, resume=pt.Trajectory.load(path), checkpoint=path)
+    assert np.array_equal(np.asarray(back.margins), np.asarray(whole.margins))
+    assert np.array_equal(np.asarray(back.final_scores), np.asarray(whole.final_scores))
+    assert np.array_equal(np.asarray(pt.Trajectory.load(path).margins), np.asarray(whole.margins))
+    with pytest.raises(ValueError, match="segments"):
+        pt.flow(problem, 1e4, ts=ts, segments=5, resume=first)
