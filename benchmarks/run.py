@@ -379,9 +379,10 @@ def child_vocab(quick: bool, dtype_name: str):
     p = particles.zipf(N, 1.0).astype(dtype)
     targets = jnp.arange(N) % M
     W = jnp.zeros((d, d), dtype)
-    step = jax.jit(lambda W: W - 1.0 * _full_pass(W, E, U, p, targets, chunk, False)[0])
-    _, t_first = first_call(lambda: block(step(W)))
-    t_step = best_time(lambda: block(step(W)), repeat=2, budget=30)
+    # Arrays as arguments, not closed-over constants (constants are copied into the executable).
+    step = jax.jit(lambda W, E, U, p, t: W - 1.0 * _full_pass(W, E, U, p, t, chunk, False)[0])
+    _, t_first = first_call(lambda: block(step(W, E, U, p, targets)))
+    t_step = best_time(lambda: block(step(W, E, U, p, targets)), repeat=2, budget=30)
     traj, t_run = first_call(lambda: block(gd_vocab(E, U, p, targets, 1.0, 2, chunk=chunk, save_every=2,
                                                       save_margins=False, dtype=dtype)))
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
@@ -484,10 +485,6 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     try:
-        info["loadavg_start"] = os.getloadavg()
-    except OSError:
-        pass
-    try:
         import torch
 
         info["torch"] = torch.__version__
@@ -547,6 +544,7 @@ def main(argv=None) -> int:
         ap.error(f"--only: unknown case(s) {bad}; choose from {list(CASES)}")
     rows, timings = [], {}
     start = time.perf_counter()
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     for case in only:
         t = time.perf_counter()
         try:
@@ -556,6 +554,7 @@ def main(argv=None) -> int:
         timings[case] = time.perf_counter() - t
         print(f"[{case}] {timings[case]:.1f} s", file=sys.stderr, flush=True)
     info = machine()
+    info["loadavg_start"] = load_start
     try:
         info["loadavg_end"] = os.getloadavg()
     except OSError:
