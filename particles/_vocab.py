@@ -74,20 +74,22 @@ def _chunk_pass(W, Ec, pc, tc, U, with_obs: bool):
     return grad, (loss, right, s_t - other)
 
 
+def _full_pass(W, E, U, p, targets, chunk: int, with_obs: bool):
+    """The gradient at W (and the per-input observables), one `lax.scan` over input chunks."""
+    n_chunks = E.shape[0] // chunk
+    xs = (E.reshape(n_chunks, chunk, E.shape[1]), p.reshape(n_chunks, chunk), targets.reshape(n_chunks, chunk))
+
+    def body(G, xs):
+        g, o = _chunk_pass(W, *xs, U, with_obs)
+        return G + g, o
+
+    return jax.lax.scan(body, jnp.zeros_like(W), xs)
+
+
 @eqx.filter_jit
 def _run(W0, E, U, p, targets, lr, n_rows: int, save_every: int, chunk: int, N: int, save_margins: bool):
-    d = E.shape[1]
-    n_chunks = E.shape[0] // chunk
-    Eb = E.reshape(n_chunks, chunk, d)
-    pb = p.reshape(n_chunks, chunk)
-    tb = targets.reshape(n_chunks, chunk)
-
     def full_pass(W, with_obs):
-        def body(G, xs):
-            g, o = _chunk_pass(W, *xs, U, with_obs)
-            return G + g, o
-
-        return jax.lax.scan(body, jnp.zeros_like(W), (Eb, pb, tb))
+        return _full_pass(W, E, U, p, targets, chunk, with_obs)
 
     def observe(outs):
         loss, right, margins = (a.reshape(-1)[:N] for a in outs)
