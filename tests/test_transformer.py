@@ -33,7 +33,7 @@ def _reference_logits(w, emb, tokens):
     def layer(h, WK, WV, WO):
         out = np.zeros_like(h)
         for t in range(T):
-            s = np.array([h[t] @ WK @ h[j] for j in range(t + 1)])
+            s = np.array([h[t] @ WK @ h[j] for j in range(t + 1)]) / np.sqrt(h.shape[1])
             a = np.exp(s - s.max())
             a /= a.sum()
             out[t] = h[t] + WO @ WV @ sum(a[j] * h[j] for j in range(t + 1))
@@ -129,41 +129,120 @@ def test_ideal_memories_induction_accuracy():
 
 
 def _tiny(train="wo2", **kw):
-    base = dict(train=train, d=16, lrs=(1.0, 2.0), steps=6, batch=4, seq_len=32, N=12, pool=4, n_triggers=2)
+    base = dict(train=train, d=16, lrs=(1.0, 2.0), steps=6, batch=4, seq_len=32, N=12, pool=4, n_triggers=2,
+                refine_steps=20)
     base.update(kw)
     return pt.Config(**base)
 
 
-def test_training_lowers_loss_and_prediction_builds_problem():
+@pytest.fixture(scope="module")
+def wo2_run():
     c = _tiny("wo2", steps=10)
     s = pt.setup(c, n_stat_sequences=256)
-    out = pt.train(c, s, progress=False)
+    return c, s, pt.train(c, s, progress=False)
+
+
+def test_training_lowers_loss(wo2_run):
+    c, s, out = wo2_run
     assert out["loss"].shape == (2, 10) and out["margins_O"].shape == (2, 11, 12)
-    held = s.data.sample(jax.random.key(123), 64).tokens
-    before = float(jnp.mean(pt.token_losses(s.w0, s.emb, held)))
+    np.testing.assert_array_equal(out["loss"], out["induction_loss"])  # the default objective
+    held = s.data.sample(jax.random.key(123), 64)
+    ind = np.asarray(held.induction)[:, :-1]
+
+    def ind_loss(w):
+        return np.asarray(pt.token_losses(w, s.emb, held.tokens))[ind].mean()
+
+    before = ind_loss(s.w0)
     for i in range(2):
-        w = jax.tree_util.tree_map(lambda a: a[i], out["weights"])
-        assert float(jnp.mean(pt.token_losses(w, s.emb, held))) < before
-    # The memory problem: its scores at any W are the W_O^2 probe of the Transformer.
-    prob = pt.memory_problem(s)
-    assert isinstance(prob, particles.Problem) and prob.N == prob.M == 12
+        assert ind_loss(jax.tree_util.tree_map(lambda a: a[i], out["weights"])) < before
+
+
+def test_wo2_step_is_the_gradient_of_the_induction_loss(wo2_run):
+    """One logged SGD step equals autodiff of the induction loss through the full forward pass."""
+    c, s, out = wo2_run
+    b = s.data.sample(jax.random.fold_in(jax.random.fold_in(jax.random.key(c.seed), 7), 0), c.batch)
+    ind = b.induction[:, :-1]
+
+    def loss(WO2):
+        ce = pt.token_losses(eqx.tree_at(lambda m: m.WO2, s.w0, WO2), s.emb, b.tokens)
+        return jnp.sum(jnp.where(ind, ce, 0.0)) / jnp.sum(ind)
+
+    assert float(jnp.sum(ind)) > 0
+    np.testing.assert_allclose(out["loss"][:, 0], float(loss(s.w0.WO2)), rtol=1e-5)
+    g = jax.grad(loss)(s.w0.WO2)
+    # After 10 steps the weights moved; re-run one step to compare with the first update.
+    c1 = _tiny("wo2", steps=1)
+    out1 = pt.train(c1, s, progress=False)
+    for i, lr in enumerate(c1.lrs):
+        np.testing.assert_allclose(np.asarray(out1["weights"].WO2[i]), np.asarray(s.w0.WO2 - lr * g), atol=1e-6)
+
+
+def test_pool_problem_is_exact(wo2_run):
+    """Particles on the pool: scores at any W_O^2 equal the Transformer's logits at the pool's
+    induction positions (brute force through the forward pass), and probe rows the W_O^2 probe."""
+    c, s, out = wo2_run
+    key = jax.random.key(9)
+    prob, n_pool = pt.pool_problem(s, 16, None, key=key, batch=16)
+    assert isinstance(prob, particles.Problem) and prob.N == n_pool + 12 and prob.M == 12
     np.testing.assert_allclose(np.asarray(prob.p).sum(), 1.0, atol=1e-12)
+    assert np.all(np.asarray(prob.p)[n_pool:] == 0)
     w1 = jax.tree_util.tree_map(lambda a: a[1], out["weights"])
+    W = np.asarray(w1.WO2, np.float64) - np.asarray(s.w0.WO2, np.float64)
+    S = np.asarray(prob.S0) + np.asarray(prob.E) @ W.T @ np.asarray(prob.U).T  # scores at W_O^2 = w1.WO2
+    b = s.data.sample(jax.random.fold_in(key, 0), 16)
+    logits = np.asarray(pt.forward(w1, s.emb, b.tokens), np.float64)
+    ind = np.asarray(b.induction)
+    np.testing.assert_allclose(S[:n_pool], logits[ind], atol=2e-4)
     S_probe = np.asarray(pt.probe_scores(w1, s.emb)[0], np.float64)
-    S_part = np.asarray(particles.weight_scores(prob, jnp.asarray(w1.WO2, jnp.float64)))
-    np.testing.assert_allclose(S_part, S_probe, atol=1e-4)
-    pred = pt.predict(s, c.lrs, c.steps)
+    np.testing.assert_allclose(S[n_pool:], S_probe, atol=2e-4)
+    # The token memory problem: its scores at any W are the W_O^2 probe.
+    mem = pt.memory_problem(s)
+    S_mem = np.asarray(particles.weight_scores(mem, jnp.asarray(w1.WO2, jnp.float64)))
+    np.testing.assert_allclose(S_mem, S_probe, atol=1e-4)
+
+
+def test_predictions_and_agreement(wo2_run):
+    c, s, out = wo2_run
+    for kind in ("pool", "memory"):
+        pred = pt.predict(s, c.lrs, c.steps, kind=kind, n_sequences=16)
+        assert pred["margins"].shape == (2, 11, 12)
+        np.testing.assert_allclose(pred["eta_eff"], np.array(c.lrs), rtol=1e-12)
+        rows = pt.agreement(out, pred, c.lrs)
+        assert len(rows) == 2 and all(np.isfinite(r["margin_mae"]) for r in rows)
+    pred = pt.predict(s, c.lrs, 1, kind="memory", objective="all")
     np.testing.assert_allclose(pred["eta_eff"], np.array(c.lrs) * s.frac, rtol=1e-12)
-    rows = pt.agreement(out, pred, c.lrs)
-    assert len(rows) == 2 and all(np.isfinite(r["margin_mae"]) for r in rows)
+    with pytest.raises(ValueError, match="kind"):
+        pt.predict(s, c.lrs, 1, kind="nope")
 
 
-def test_all_mode_updates_every_matrix():
-    c = _tiny("all", lrs=(0.5,), steps=2)
+def test_refined_memories_attend_better():
+    """Refining the key memories raises the fraction of positions whose attention argmax is right."""
+    data = pt.synthetic(0, N=12, seq_len=48, n_triggers=2, pool=4)
+    emb = pt.embeddings(jax.random.key(1), 12, 48, 16)
+    w = pt.ideal_weights(emb, jax.random.key(2))
+    b = data.sample(jax.random.key(5), 32)
+
+    def prev_acc(w):
+        X = np.asarray(emb.E[b.tokens] + emb.P[None], np.float64)
+        lg = np.einsum("btd,de,bse->bts", X, np.asarray(w.WK1, np.float64), X)
+        lg = np.where(np.tril(np.ones((48, 48), bool))[None], lg, -np.inf)
+        return (lg.argmax(-1)[:, 1:] == np.arange(47)[None]).mean()
+
+    w1 = eqx.filter_jit(pt.refine_previous_token)(w, emb, data, jax.random.key(3), 200, 8, 0.2)
+    assert prev_acc(w1) > prev_acc(w) + 0.05
+    w2 = eqx.filter_jit(pt.refine_induction_head)(w1, emb, data, jax.random.key(4), 5, 8, 0.1)
+    assert np.array_equal(np.asarray(w2.WK1), np.asarray(w1.WK1)) and not np.allclose(np.asarray(w2.WK2), np.asarray(w1.WK2))
+
+
+@pytest.mark.parametrize("mode", ["all", "all6"])
+def test_all_modes_update_their_matrices(mode):
+    c = _tiny(mode, lrs=(0.5,), steps=2)
     s = pt.setup(c, n_stat_sequences=256)
     out = pt.train(c, s, progress=False)
-    for name in ("WK1", "WV1", "WO1", "WK2", "WV2", "WO2"):
-        assert not np.allclose(np.asarray(getattr(out["weights"], name))[0], np.asarray(getattr(s.w0, name)))
+    moved = {n: not np.allclose(np.asarray(getattr(out["weights"], n))[0], np.asarray(getattr(s.w0, n)))
+             for n in ("WK1", "WV1", "WO1", "WK2", "WV2", "WO2")}
+    expect = {"all": {"WK1", "WK2", "WO2"}, "all6": set(moved)}[mode]
+    assert {n for n, m in moved.items() if m} == expect
 
 
 def test_config_rejects_bad_values():
@@ -173,6 +252,8 @@ def test_config_rejects_bad_values():
         _tiny(lrs=(1.0, -2.0))
     with pytest.raises(ValueError, match="pool"):
         _tiny(pool=40)
+    with pytest.raises(ValueError, match="objective"):
+        _tiny(objective="some")
 
 
 def test_spike_steps():
@@ -183,7 +264,7 @@ def test_script_end_to_end(tmp_path):
     mod = _script()
     out = tmp_path / "run"
     rc = mod.main(["--train", "wo2", "--d", "8", "--lr", "1,2", "--steps", "3", "--batch", "2", "--seq-len", "16",
-                   "--out", str(out), "--quiet"])
+                   "--refine-steps", "5", "--out", str(out), "--quiet"])
     assert rc == 0
     summ = json.loads((out / "summary.json").read_text())
     assert summ["config"]["lrs"] == [1.0, 2.0] and len(summ["agreement"]) == 2
@@ -192,7 +273,7 @@ def test_script_end_to_end(tmp_path):
     assert (out / "transformer_wo2_d8.png").exists() and (out / "transformer_wo2_d8.pdf").exists()
 
 
-@pytest.mark.parametrize("argv", [["--train", "both"], ["--lr", "1,x"], ["--lr", "-1"], ["--d", "0"],
+@pytest.mark.parametrize("argv", [["--train", "both"], ["--objective", "x"], ["--lr", "1,x"], ["--lr", "-1"], ["--d", "0"],
                                   ["--text", "/nonexistent/file.txt"], ["--nope"]])
 def test_script_bad_flags_exit_2(argv, capsys):
     mod = _script()

@@ -21,12 +21,15 @@ from ._model import (
     probe_margins as probe_margins,
     probe_scores as probe_scores,
     random_weights as random_weights,
+    layer2_inputs as layer2_inputs,
+    refine_induction_head as refine_induction_head,
     refine_previous_token as refine_previous_token,
     token_losses as token_losses,
 )
 from ._predict import (
     agreement as agreement,
     memory_problem as memory_problem,
+    pool_problem as pool_problem,
     predict as predict,
     spike_steps as spike_steps,
 )

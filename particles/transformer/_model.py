@@ -1,16 +1,22 @@
 """The two-layer attention-only Transformer of Bietti et al. (NeurIPS 2023).
 
 Frozen random embeddings E (N, d), positional embeddings P (T, d) and unembeddings
-U (N, d), entries N(0, 1/d). One head per layer, W_Q = I, no MLP, no layer norm, no
-1/sqrt(d) in the attention (the scale lives in W_K):
+U (N, d), entries N(0, 1/d). One head per layer, W_Q = I, no MLP, no layer norm:
 
     x_t = e_{z_t} + p_t
     h^l_t = h^{l-1}_t + W_O^l W_V^l sum_{s <= t} a^l_{ts} h^{l-1}_s,
-    a^l_{t.} = softmax_s((h^{l-1}_t)^T W_K^l h^{l-1}_s)
+    a^l_{t.} = softmax_s((h^{l-1}_t)^T W_K^l h^{l-1}_s / sqrt(d))
     logits_t = U h^2_t
 
-The Transformer runs in float32 (float64 halves CPU throughput for no visible change in
-its curves); the particle prediction it is compared with runs in float64.
+Parametrisation as in the authors' public code (albietz/transformer-birth,
+`ihead_basic_model.py`): attention logits divided by sqrt(d), embeddings and positional
+embeddings N(0, 1/d) (`sqrtd_embeddings`), trainable matrices initialised like torch's
+`nn.Linear` (entries uniform on [-1/sqrt(d), 1/sqrt(d)]). Without the 1/sqrt(d) the key
+gradients are sqrt(d) times larger and SGD at the paper's step sizes diverges.
+
+The Transformer runs in float32 (float64 halves CPU throughput; the runs stay finite in
+float32 once the loss and attention are scaled as above); the particle prediction it is
+compared with runs in float64.
 """
 
 from __future__ import annotations
@@ -78,8 +84,10 @@ def ideal_weights(
     d = emb.d
     I = jnp.eye(d, dtype=DTYPE)
     Q = _remap(key, d)
-    WK1 = beta1 * emb.P[1:].T @ emb.P[:-1]
-    WK2 = beta2 * emb.E.T @ (emb.E @ Q.T)
+    # sqrt(d) cancels the attention's 1/sqrt(d): beta is the scale of the attention logits.
+    root = jnp.sqrt(jnp.asarray(d, DTYPE))
+    WK1 = beta1 * root * emb.P[1:].T @ emb.P[:-1]
+    WK2 = beta2 * root * emb.E.T @ (emb.E @ Q.T)
     WO2 = beta_o * emb.U.T @ emb.E
     return Weights(WK1, I, Q, WK2, I, WO2)
 
@@ -102,7 +110,7 @@ def refine_previous_token(
 
     def loss(A, tokens):
         X = emb.E[tokens] + emb.P[None, :T]
-        logits = jnp.einsum("btd,de,bse->bts", X, A, X)
+        logits = jnp.einsum("btd,de,bse->bts", X, A, X) / jnp.sqrt(jnp.asarray(emb.d, X.dtype))
         logp = jax.nn.log_softmax(jnp.where(causal[None], logits, -jnp.inf), axis=-1)
         return -jnp.mean(jnp.diagonal(logp[:, 1:, :-1], axis1=1, axis2=2))
 
@@ -119,17 +127,57 @@ def refine_previous_token(
     return eqx.tree_at(lambda m: m.WK1, w, A)
 
 
+def refine_induction_head(
+    w: Weights, emb: Embeddings, data, key: PRNGKeyArray, steps: int = 400, batch: int = 8, lr: float = 0.1
+) -> Weights:
+    """Refine the induction memory W_K^2 on its own objective (Adam, `steps` steps).
+
+    At d = 64, T = 256 the outer-product memory sum_k e_k (Q e_k)^T is also swamped, by the
+    positional and cross terms of h^1. With layer 1 fixed, minimise -log of the layer-2
+    attention mass that an induction position t puts on the positions s whose previous
+    token z_{s-1} equals z_t (they hold the output to copy); only W_K^2 moves.
+    """
+    import optax
+
+    T = data.seq_len
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    after = jnp.tril(jnp.ones((T, T), bool)) & (jnp.arange(T)[None, :] >= 1)
+
+    def loss(A, b):
+        h1 = jax.vmap(lambda z: hidden(w, emb, z)[0])(b.tokens)
+        logits = jnp.einsum("btd,de,bse->bts", h1, A, h1) / jnp.sqrt(jnp.asarray(emb.d, h1.dtype))
+        logp = jax.nn.log_softmax(jnp.where(causal[None], logits, -jnp.inf), axis=-1)
+        prev = jnp.concatenate([jnp.full_like(b.tokens[:, :1], -1), b.tokens[:, :-1]], axis=1)
+        good = (b.tokens[:, :, None] == prev[:, None, :]) & after[None]
+        mass = jax.nn.logsumexp(jnp.where(good, logp, -jnp.inf), axis=-1)
+        ind = b.induction
+        return -jnp.sum(jnp.where(ind, mass, 0.0)) / jnp.maximum(jnp.sum(ind), 1)
+
+    opt = optax.adam(lr)
+
+    def step(carry, k):
+        A, state = carry
+        g = jax.grad(loss)(A, data.sample(k, batch))
+        updates, state = opt.update(g, state)
+        return (optax.apply_updates(A, updates), state), None
+
+    A0 = w.WK2
+    (A, _), _ = jax.lax.scan(step, (A0, opt.init(A0)), jax.random.split(key, steps))
+    return eqx.tree_at(lambda m: m.WK2, w, A)
+
+
 def random_weights(key: PRNGKeyArray, d: int) -> Weights:
-    """All six matrices with N(0, 1/d) entries (the `all` starting point)."""
+    """All six matrices uniform on [-1/sqrt(d), 1/sqrt(d)] (torch's `nn.Linear` default, the
+    `all` starting point)."""
     ks = jax.random.split(key, 6)
     s = 1.0 / jnp.sqrt(jnp.asarray(d, DTYPE))
-    return Weights(*(jax.random.normal(k, (d, d), DTYPE) * s for k in ks))
+    return Weights(*(jax.random.uniform(k, (d, d), DTYPE, -s, s) for k in ks))
 
 
 def attention(h: Float[Array, "T d"], WK, WV, WO) -> Float[Array, "T d"]:
-    """One causal head with W_Q = I: sum_{s<=t} a_ts W_O W_V h_s."""
-    T = h.shape[0]
-    logits = h @ (h @ WK.T).T  # [t, s] = h_t^T W_K h_s
+    """One causal head with W_Q = I: sum_{s<=t} a_ts W_O W_V h_s, a_t. = softmax(h_t^T W_K h_s / sqrt(d))."""
+    T, d = h.shape
+    logits = h @ (h @ WK.T).T / jnp.sqrt(jnp.asarray(d, h.dtype))  # [t, s] = h_t^T W_K h_s / sqrt(d)
     causal = jnp.tril(jnp.ones((T, T), bool))
     # A finite fill: -inf under `where` gives NaN gradients once logits overflow.
     a = jax.nn.softmax(jnp.where(causal, logits, jnp.finfo(logits.dtype).min), axis=-1)
@@ -143,6 +191,17 @@ def hidden(w: Weights, emb: Embeddings, tokens: Int[Array, " T"]):
     h1 = x + attention(x, w.WK1, w.WV1, w.WO1)
     h2 = h1 + attention(h1, w.WK2, w.WV2, w.WO2)
     return h1, h2
+
+
+def layer2_inputs(w: Weights, emb: Embeddings, tokens: Int[Array, "B T"]):
+    """What W_O^2 acts on: `(v, b)`, each (B, T, .): v_t = W_V^2 sum_s a^2_ts h^1_s (B, T, d)
+    and the direct-path logits b_t = U h^1_t (B, T, N). The logits are b_t + U W_O^2 v_t."""
+
+    def one(z):
+        h1 = hidden(w, emb, z)[0]
+        return attention(h1, w.WK2, w.WV2, jnp.eye(h1.shape[1], dtype=h1.dtype)), h1 @ emb.U.T
+
+    return jax.vmap(one)(tokens)
 
 
 def forward(w: Weights, emb: Embeddings, tokens: Int[Array, "B T"]) -> Float[Array, "B T N"]:

@@ -1,25 +1,33 @@
 """The particle prediction for `--train wo2`, and how well it agrees with the Transformer.
 
-With the other matrices at their ideal memories, an induction position t (a trigger seen
-before, whose next token is the sequence's output o) attends to the earlier position that
-holds o, so layer 2 writes W_O^2 W_V^2 e_o into the residual stream and the loss there is
-the cross-entropy of the scores u_y^T W_O^2 (W_V^2 e_o). Averaged over induction positions
-this is the associative-memory loss L_mem(W) = sum_o p(o) CE(S[o], o), S = E' W^T U^T, with
-E' = E W_V^{2T} (the value-mapped embeddings), U the unembeddings and p(o) the law of the
-copied token at induction positions.
+In `wo2` only W_O^2 moves; every other matrix is frozen, so at an induction position t the
+layer-2 attention output v_t = W_V^2 sum_s a_ts h^1_s and the direct-path logits
+b_t = U h^1_t do not depend on W_O^2, and the logits are b_t + U W_O^2 v_t: a linear
+associative memory in W_O^2 with input embedding v_t, unembeddings U, target z_{t+1} and
+initial scores b_t. Two particle problems follow.
 
-Effective step size. The Transformer's loss is a mean over all B (T - 1) predicted positions,
-of which a fraction `frac` are induction positions, so (in expectation over batches, and
-ignoring the gradient W_O^2 receives at other positions)
+- `pool_problem` (exact): one particle per induction position of a fixed pool of sampled
+  sequences (equal weights p), with S0 = b + V W_0^T U^T, plus one massless particle
+  (p = 0) per token k with input W_V^2 e_k: it feels and exerts no force, but its scores
+  are the W_O^2 memory probe u_y^T W_O^2 W_V^2 e_k, so its margins are the probe margins.
+  With the "induction" objective (the authors' loss, a mean over induction positions) one
+  SGD step of size eta on the Transformer is, in expectation over batches, one GD step of
+  size eta on this problem's population loss; the pool replaces the population.
+- `memory_problem` (idealised): the token memory of paper-notes section 1, one particle per
+  copied token o with input W_V^2 e_o, weight p(o), target o, S0 = 0. It assumes one-hot
+  layer-2 attention onto the copied token, no positional or previous-token part in v_t and
+  no direct path (b_t = 0).
 
-    grad_{W_O^2} L_Transformer = frac * grad L_mem,
-
-and one SGD step of size eta on the Transformer is one GD step of size eta_eff = frac * eta
-on the memory problem. `particles.gd` is run at eta_eff, in float64.
+With the objective "all" (mean over all B (T - 1) positions), the induction part of the
+gradient is scaled by the fraction `frac` of induction positions (eta_eff = frac * eta),
+and W_O^2 also gets gradient from the other positions, which neither problem models.
+`particles.gd` runs in float64.
 """
 
 from __future__ import annotations
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,7 +37,7 @@ from . import _model
 
 
 def memory_problem(setup_) -> particles.Problem:
-    """The `particles.Problem` that W_O^2 solves (targets f*(o) = o, W0 = W_O^2 at start)."""
+    """The idealised token memory W_O^2 solves (targets f*(o) = o, W0 = W_O^2 at start)."""
     emb, w0 = setup_.emb, setup_.w0
     E = np.asarray(emb.E, np.float64) @ np.asarray(w0.WV2, np.float64).T
     U = np.asarray(emb.U, np.float64)
@@ -38,15 +46,73 @@ def memory_problem(setup_) -> particles.Problem:
                                              W0=np.asarray(w0.WO2, np.float64))
 
 
-def predict(setup_, lrs, steps: int, *, progress: bool = False) -> dict:
-    """Run `particles.gd` on the memory problem at eta_eff = frac * eta for each eta.
+_layer2_inputs = eqx.filter_jit(_model.layer2_inputs)
 
-    **Returns:** dict with `eta_eff` (L,), `loss` (L, S + 1), `margins` (L, S + 1, N), `problem`.
+
+def pool_problem(setup_, n_sequences: int = 512, n_particles: int | None = 3000, *, key=None, batch: int = 64):
+    """The exact particle problem of `wo2` on a pool of `n_sequences` sampled sequences.
+
+    At most `n_particles` induction positions are kept (a uniform subsample, seeded).
+
+    **Returns:** `(problem, n_pool)`: rows 0..n_pool-1 are the induction positions of the
+    pool (p = 1/n_pool each, S0 = b_t + U W_O^2 v_t); the last N rows are the massless
+    probe particles of the tokens (their margins are the W_O^2 probe margins).
     """
-    problem = memory_problem(setup_)
-    eta_eff = np.asarray(lrs, np.float64) * setup_.frac
-    traj = particles.gd(problem, jnp.asarray(eta_eff), steps)
-    return dict(eta_eff=eta_eff, loss=np.asarray(traj.loss), margins=np.asarray(traj.margins), problem=problem)
+    emb, w0, data = setup_.emb, setup_.w0, setup_.data
+    key = jax.random.key(12345) if key is None else key
+    V, B, Y = [], [], []
+    sample = eqx.filter_jit(lambda d, k: d.sample(k, batch))
+    for i in range(max(1, n_sequences // batch)):
+        b = sample(data, jax.random.fold_in(key, i))
+        v, off = (np.asarray(a, np.float64) for a in _layer2_inputs(w0, emb, b.tokens))
+        ind = np.asarray(b.induction)
+        V.append(v[ind])
+        B.append(off[ind])
+        Y.append(np.asarray(b.tokens)[:, 1:][ind[:, :-1]])
+    V, B, Y = np.concatenate(V), np.concatenate(B), np.concatenate(Y)
+    if n_particles is not None and len(Y) > n_particles:
+        # Positions of one sequence share its output: many sequences, few positions each,
+        # covers the outputs; a uniform subsample keeps the objective's position weighting.
+        keep = np.sort(np.random.default_rng(0).choice(len(Y), n_particles, replace=False))
+        V, B, Y = V[keep], B[keep], Y[keep]
+    n_pool, N = len(Y), emb.E.shape[0]
+    if n_pool == 0:
+        raise ValueError(f"n_sequences={n_sequences} is not allowed: the pool has no induction positions.")
+    E_probe = np.asarray(emb.E, np.float64) @ np.asarray(w0.WV2, np.float64).T
+    X = np.concatenate([V, E_probe])
+    U = np.asarray(emb.U, np.float64)
+    p = np.concatenate([np.full(n_pool, 1.0 / n_pool), np.zeros(N)])
+    targets = np.concatenate([Y, np.arange(N)])
+    # From the embeddings so that G_E is applied through X (n >> d); then add the offsets.
+    problem = particles.Problem.from_embeddings(X, U, p, targets, W0=np.asarray(w0.WO2, np.float64))
+    S0 = problem.S0 + jnp.asarray(np.concatenate([B, np.zeros((N, N))]), problem.dtype)
+    return eqx.tree_at(lambda m: (m.S0, m.W0), problem, (S0, None), is_leaf=lambda x: x is None), n_pool
+
+
+def predict(setup_, lrs, steps: int, *, objective: str = "induction", kind: str = "pool",
+            n_sequences: int = 512, progress: bool = False) -> dict:
+    """Run `particles.gd` on the `kind` problem ("pool" or "memory") for each eta.
+
+    **Returns:** dict with `eta_eff` (L,), `loss` (L, S + 1) (pool: the induction loss on
+    the pool; memory: sum_o p(o) CE), `margins` (L, S + 1, N) (the W_O^2 probe margins),
+    `kind`, `problem`.
+    """
+    if kind not in ("pool", "memory"):
+        raise ValueError(f"kind={kind!r} is not allowed: use 'pool' or 'memory'.")
+    if objective not in ("induction", "all"):
+        raise ValueError(f"objective={objective!r} is not allowed: use 'induction' or 'all'.")
+    scale = 1.0 if objective == "induction" else setup_.frac
+    eta_eff = np.asarray(lrs, np.float64) * scale
+    N = setup_.emb.E.shape[0]
+    if kind == "memory":
+        problem = memory_problem(setup_)
+        traj = particles.gd(problem, jnp.asarray(eta_eff), steps)
+        margins = np.asarray(traj.margins)
+    else:
+        problem, n_pool = pool_problem(setup_, n_sequences)
+        traj = particles.gd(problem, jnp.asarray(eta_eff), steps)
+        margins = np.asarray(traj.margins)[:, :, n_pool:]
+    return dict(eta_eff=eta_eff, loss=np.asarray(traj.loss), margins=margins, kind=kind, problem=problem)
 
 
 def spike_steps(loss: np.ndarray, rel: float = 0.05, abs_tol: float = 1e-3) -> np.ndarray:
@@ -61,7 +127,9 @@ def agreement(train_out: dict, pred: dict, lrs, *, window: int = 2) -> list:
 
     - `margin_corr`, `margin_mae`: Pearson correlation and mean absolute error between the
       Transformer's W_O^2 margins and the predicted margins, over all steps and tokens.
-    - `loss_mae`: mean |probe loss - predicted loss| (both sum_o p(o) CE of the W_O^2 memory).
+    - `loss_mae`: mean |Transformer loss - predicted loss|: for the pool prediction the
+      Transformer's batch induction loss against the pool loss; for the memory prediction
+      the probe loss sum_o p(o) CE of the W_O^2 memory against the memory problem's loss.
     - `spikes_transformer`, `spikes_particles`: steps where that loss rises by > 5%;
       `spikes_matched`: the fraction of Transformer spikes with a particle spike within
       `window` steps (None when there is no Transformer spike).
@@ -70,7 +138,8 @@ def agreement(train_out: dict, pred: dict, lrs, *, window: int = 2) -> list:
     for i, lr in enumerate(lrs):
         mt = train_out["margins_O"][i]
         mp = pred["margins"][i][: mt.shape[0]]
-        lt = train_out["probe_loss"][i]
+        # pool: its loss is the population induction loss, seen by the Transformer on each batch.
+        lt = train_out["induction_loss" if pred.get("kind") == "pool" else "probe_loss"][i]
         lp = pred["loss"][i][: lt.shape[0]]
         ok = np.isfinite(mt).all() and np.isfinite(mp).all()
         corr = float(np.corrcoef(mt.ravel(), mp.ravel())[0, 1]) if ok and mt.std() > 0 and mp.std() > 0 else float("nan")

@@ -14,7 +14,7 @@ import numpy as np
 from . import _predict, _train
 
 # Quick settings: both modes together in under 3 minutes on 2 CPU cores (measured ~2 min).
-QUICK = dict(wo2=dict(steps=100, batch=8, ds=(64,)), all=dict(steps=60, batch=4, ds=(64,)))
+QUICK = dict(wo2=dict(steps=60, batch=16, ds=(64,)), all=dict(steps=60, batch=4, ds=(64,)))
 # The paper's runs. Expected time on 2 CPU cores (float32): wo2 ~15 min, all ~3 h (d=128
 # costs ~2x d=64); a GPU brings both to minutes.
 FULL = dict(wo2=dict(steps=2000, batch=16, ds=(64,)), all=dict(steps=2000, batch=16, ds=(64, 128)))
@@ -37,11 +37,14 @@ def run_experiment(config: _train.Config, *, progress: bool = True, n_stat_seque
     s = _train.setup(config, n_stat_sequences=n_stat_sequences)
     out = _train.train(config, s, progress=progress)
     pred, agree = None, None
+    memory, agree_memory = None, None
     if config.train == "wo2":
-        pred = _predict.predict(s, config.lrs, config.steps)
+        pred = _predict.predict(s, config.lrs, config.steps, objective=config.objective, kind="pool")
         agree = _predict.agreement(out, pred, config.lrs)
-    return dict(config=config, setup=s, train=out, prediction=pred, agreement=agree,
-                seconds=time.perf_counter() - t0)
+        memory = _predict.predict(s, config.lrs, config.steps, objective=config.objective, kind="memory")
+        agree_memory = _predict.agreement(out, memory, config.lrs)
+    return dict(config=config, setup=s, train=out, prediction=pred, agreement=agree, memory_prediction=memory,
+                agreement_memory=agree_memory, seconds=time.perf_counter() - t0)
 
 
 def summary(run: dict) -> dict:
@@ -52,6 +55,8 @@ def summary(run: dict) -> dict:
         res.append(dict(
             lr=float(lr),
             final_loss=float(np.mean(out["loss"][i][last])),
+            final_all_loss=float(np.mean(out["all_loss"][i][last])),
+            loss_rises=int(_predict.spike_steps(out["loss"][i], rel=0.2).size),
             final_induction_accuracy=float(np.mean(out["induction_accuracy"][i][last])),
             final_probe_loss=float(out["probe_loss"][i][-1]),
             min_margin_O=float(np.min(out["margins_O"][i][-1])),
@@ -60,9 +65,11 @@ def summary(run: dict) -> dict:
             first_bad_step=int(out["first_bad_step"][i]),
         ))
     return dict(config=c.to_dict(), seed=c.seed, versions=versions(), induction_fraction=run["setup"].frac,
-                eta_eff_rule="eta_eff = induction_fraction * eta" if c.train == "wo2" else None,
+                eta_eff_rule=(None if c.train != "wo2" else "eta_eff = eta" if c.objective == "induction"
+                              else "eta_eff = induction_fraction * eta"),
                 dtype=dict(transformer="float32", prediction="float64"),
-                seconds=run["seconds"], results=res, agreement=run["agreement"])
+                seconds=run["seconds"], results=res, agreement=run["agreement"],
+                agreement_memory=run.get("agreement_memory"))
 
 
 def _atomic_savez(path: str, **arrays) -> None:
@@ -96,6 +103,9 @@ def save_run(run: dict, out_dir: str, name: str) -> dict:
         arrays["pred_loss"] = run["prediction"]["loss"]
         arrays["pred_margins"] = run["prediction"]["margins"]
         arrays["eta_eff"] = run["prediction"]["eta_eff"]
+    if run.get("memory_prediction") is not None:
+        arrays["memory_loss"] = run["memory_prediction"]["loss"]
+        arrays["memory_margins"] = run["memory_prediction"]["margins"]
     _atomic_savez(os.path.join(out_dir, f"{name}.npz"), **arrays)
     return summary(run)
 
@@ -126,18 +136,17 @@ def plot_run(runs: list, out_dir: str, name: str) -> list:
         for i, lr in enumerate(c.lrs):
             ax.plot(out["loss"][i], color=colors[i], lw=0.8, label=f"η={lr:g}")
             if pred is not None:
-                ax.plot(out["probe_loss"][i], color=colors[i], lw=0.8, ls=":")
                 ax.plot(pred["loss"][i], color=colors[i], lw=1.2, ls="--")
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
-        ax.set_title(f"{mode} d={c.d}: loss" + (" (dotted: W_O² memory loss, dashed: particles)" if pred else ""),
+        ax.set_title(f"{mode} d={c.d}: loss" + (" (dashed: particles on the pool)" if pred else ""),
                      fontsize=8)
         ax.legend(fontsize=7)
         big = len(c.lrs) - 1
         toks = _tokens(run)
         tc = plt.cm.tab10(np.arange(len(toks)))
-        panels = [("margins_O", "W_O² margins")] + ([("margins_K", "W_K² margins")] if mode == "all" else [])
-        if mode == "all":
+        panels = [("margins_O", "W_O² margins")] + ([("margins_K", "W_K² margins")] if mode != "wo2" else [])
+        if mode != "wo2":
             panels = [("margins_O", "W_O² margins"), ("margins_K", "W_K² margins")]
         for j, (key, title) in enumerate(panels):
             ax = axes[r, 1 + j]
@@ -183,7 +192,7 @@ def reproduce(out_dir: str, quick: bool = True, progress: bool = True) -> dict:
             s = save_run(run, out_dir, f"transformer_{mode}_d{d}")
             report["runs"][f"{mode}_d{d}"] = dict(
                 seconds=s["seconds"], induction_fraction=s["induction_fraction"],
-                results=s["results"], agreement=s["agreement"])
+                results=s["results"], agreement=s["agreement"], agreement_memory=s["agreement_memory"])
             runs.append(run)
         report["figures"] += plot_run(runs, out_dir, f"transformer_{mode}")
     report["seconds"] = time.perf_counter() - t0

@@ -15,7 +15,11 @@ from .. import _validate as v
 from .._progress import progress_bar
 from . import _data, _model
 
-MODES = ("wo2", "all")
+MODES = ("wo2", "all", "all6")
+# What SGD moves in each mode. "all": the trainable set of the authors' simplified model
+# (`ihead_basic_model.py`: W_V^1, W_O^1, W_V^2 stay at their random init); "all6": all six.
+TRAINABLE = dict(all=("WK1", "WK2", "WO2"), all6=("WK1", "WV1", "WO1", "WK2", "WV2", "WO2"))
+OBJECTIVES = ("induction", "all")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +34,12 @@ class Config:
     - `N` (vocabulary), `n_triggers` (K), `pool`, `text` (a text file for character-level
       statistics, else synthetic ones from `seed`).
     - `beta1`, `beta2`: scales of the ideal layer-1 and layer-2 key memories;
-      `refine_steps`: Adam steps that refine the previous-token memory (0: the closed form).
+      `refine_steps`: Adam steps that refine each key memory W_K^1, W_K^2 on its own
+      attention objective (0: the closed forms; see `refine_previous_token` and
+      `refine_induction_head`). wo2 only.
+    - `objective`: "induction" (default, the authors' `loss_head_only=True`): the mean
+      cross-entropy over the induction positions of the batch (a trigger's second and later
+      occurrences); "all": the mean over all B (T - 1) predicted positions.
     """
 
     train: str = "wo2"
@@ -46,11 +55,14 @@ class Config:
     text: Optional[str] = None
     beta1: float = 20.0
     beta2: float = 20.0
-    refine_steps: int = 0
+    refine_steps: int = 500
+    objective: str = "induction"
 
     def __post_init__(self):
         if self.train not in MODES:
             v.fail("train", self.train, f"use one of {MODES}")
+        if self.objective not in OBJECTIVES:
+            v.fail("objective", self.objective, f"use one of {OBJECTIVES}")
         v.check_count("d", self.d, 1)
         v.check_count("steps", self.steps, 1)
         v.check_count("batch", self.batch, 1)
@@ -97,31 +109,37 @@ def setup(config: Config, *, n_stat_sequences: int = 1024) -> Setup:
     if config.train == "wo2":
         w0 = _model.ideal_weights(emb, k_remap, config.beta1, config.beta2, 0.0)
         if config.refine_steps:
-            w0 = eqx.filter_jit(_model.refine_previous_token)(w0, emb, data, k_refine, config.refine_steps)
+            k1, k2 = jax.random.split(k_refine)
+            w0 = eqx.filter_jit(_model.refine_previous_token)(w0, emb, data, k1, config.refine_steps, 8, 0.2)
+            w0 = eqx.filter_jit(_model.refine_induction_head)(w0, emb, data, k2, config.refine_steps, 8, 0.1)
     else:
         w0 = _model.random_weights(k_init, config.d)
     p, frac = _data.induction_statistics(data, k_stat, n_stat_sequences, min(256, n_stat_sequences))
     return Setup(data, emb, w0, jnp.asarray(p, jnp.float64), float(frac))
 
 
-def _step_fn(train: str, data, emb, p_mem, batch: int, data_key):
+def _step_fn(train: str, objective: str, data, emb, p_mem, batch: int, data_key):
     """One SGD step for one learning rate, returning the logged row."""
     N = emb.E.shape[0]
     ident = jnp.eye(N, dtype=_model.DTYPE)
     p_mem = p_mem.astype(_model.DTYPE)
 
     def losses(w, tokens, induction):
-        logits = _model.forward(w, emb, tokens)[:, :-1]
+        return from_logits(_model.forward(w, emb, tokens)[:, :-1], tokens, induction)
+
+    def from_logits(logits, tokens, induction):
         logp = jax.nn.log_softmax(logits, axis=-1)
         ce = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
         ind = induction[:, :-1]
         n_ind = jnp.maximum(jnp.sum(ind), 1)
         hit = jnp.argmax(logits, axis=-1) == tokens[:, 1:]
+        ind_loss = jnp.sum(jnp.where(ind, ce, 0.0)) / n_ind
         aux = dict(
-            induction_loss=jnp.sum(jnp.where(ind, ce, 0.0)) / n_ind,
+            induction_loss=ind_loss,
+            all_loss=jnp.mean(ce),
             induction_accuracy=jnp.sum(ind & hit) / n_ind,
         )
-        return jnp.mean(ce), aux
+        return (ind_loss if objective == "induction" else jnp.mean(ce)), aux
 
     def probes(w):
         S_O, S_K = _model.probe_scores(w, emb)
@@ -129,25 +147,36 @@ def _step_fn(train: str, data, emb, p_mem, batch: int, data_key):
         return dict(margins_O=_model.probe_margins(S_O), margins_K=_model.probe_margins(S_K), probe_loss=ce @ p_mem)
 
     def step(w, lr, k, b):
-        if train == "wo2":
-            f = lambda WO2: losses(eqx.tree_at(lambda m: m.WO2, w, WO2), b.tokens, b.induction)
-            (loss, aux), g = jax.value_and_grad(f, has_aux=True)(w.WO2)
-            new = eqx.tree_at(lambda m: m.WO2, w, w.WO2 - lr * g)
-        else:
-            (loss, aux), g = jax.value_and_grad(losses, has_aux=True)(w, b.tokens, b.induction)
-            new = jax.tree_util.tree_map(lambda a, ga: a - lr * ga, w, g)
+        names = TRAINABLE[train]
+        where = lambda m: [getattr(m, n) for n in names]
+        sub = {n: getattr(w, n) for n in names}
+        f = lambda sub: losses(eqx.tree_at(where, w, [sub[n] for n in names]), b.tokens, b.induction)
+        (loss, aux), g = jax.value_and_grad(f, has_aux=True)(sub)
+        new = eqx.tree_at(where, w, [sub[n] - lr * g[n] for n in names])
         return new, dict(loss=loss, **aux, **probes(w))
+
+    def losses_wo2(WO2, v, off, tokens, induction):
+        logits = (off + v @ WO2.T @ emb.U.T)[:, :-1]
+        return from_logits(logits, tokens, induction)
+
+    def step_wo2(w, lr, v, off, b):
+        (loss, aux), g = jax.value_and_grad(losses_wo2, has_aux=True)(w.WO2, v, off, b.tokens, b.induction)
+        return eqx.tree_at(lambda m: m.WO2, w, w.WO2 - lr * g), dict(loss=loss, **aux, **probes(w))
 
     def all_lrs(ws, lrs, k):
         b = data.sample(jax.random.fold_in(data_key, k), batch)
+        if train == "wo2":
+            # The frozen layers are the same for every step size: run them once per batch.
+            v, off = _model.layer2_inputs(jax.tree_util.tree_map(lambda a: a[0], ws), emb, b.tokens)
+            return jax.vmap(step_wo2, in_axes=(0, 0, None, None, None))(ws, lrs, v, off, b)
         return jax.vmap(step, in_axes=(0, 0, None, None))(ws, lrs, k, b)
 
     return all_lrs, probes
 
 
 @eqx.filter_jit
-def _chunk(ws, lrs, start, setup_: Setup, train: str, batch: int, data_key, n: int):
-    all_lrs, _ = _step_fn(train, setup_.data, setup_.emb, setup_.p, batch, data_key)
+def _chunk(ws, lrs, start, setup_: Setup, train: str, objective: str, batch: int, data_key, n: int):
+    all_lrs, _ = _step_fn(train, objective, setup_.data, setup_.emb, setup_.p, batch, data_key)
 
     def body(ws, k):
         ws, row = all_lrs(ws, lrs, k)
@@ -158,7 +187,7 @@ def _chunk(ws, lrs, start, setup_: Setup, train: str, batch: int, data_key, n: i
 
 @eqx.filter_jit
 def _final_probes(ws, setup_: Setup):
-    _, probes = _step_fn("all", setup_.data, setup_.emb, setup_.p, 1, jax.random.key(0))
+    _, probes = _step_fn("all", "all", setup_.data, setup_.emb, setup_.p, 1, jax.random.key(0))
     return jax.vmap(probes)(ws)
 
 
@@ -173,8 +202,9 @@ def train(config: Config, setup_: Optional[Setup] = None, *, progress: bool = Tr
 
     **Returns:** a dict of numpy arrays, L = len(lrs), S = steps:
 
-    - `loss`, `induction_loss`, `induction_accuracy`: (L, S), on the batch of each step,
-      before its update (induction quantities over trigger-output positions only).
+    - `loss` (the trained objective), `induction_loss`, `all_loss` (mean over all
+      positions), `induction_accuracy`: (L, S), on the batch of each step, before its update
+      (induction quantities over trigger-output positions only).
     - `margins_O`, `margins_K`: (L, S + 1, N), the memory margins of W_O^2 and W_K^2 (see
       `probe_scores`), before each step and after the last.
     - `probe_loss`: (L, S + 1), sum_k p_k CE of the W_O^2 probe, p the law of the copied
@@ -190,7 +220,7 @@ def train(config: Config, setup_: Optional[Setup] = None, *, progress: bool = Tr
     rows = []
     with progress_bar(config.steps, f"transformer {config.train} d={config.d}", "step", enabled=progress) as bar:
         for start in range(0, config.steps, c):
-            ws, r = _chunk(ws, lrs, jnp.asarray(start), s, config.train, config.batch, data_key, c)
+            ws, r = _chunk(ws, lrs, jnp.asarray(start), s, config.train, config.objective, config.batch, data_key, c)
             rows.append(jax.device_get(r))
             bar.update(c)
     last = jax.device_get(_final_probes(ws, s))
