@@ -16,7 +16,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from . import _observables as obs
@@ -109,20 +108,32 @@ class _Stepper(eqx.Module):
 
 @eqx.filter_jit
 def _run_chunk(stepper: _Stepper, carry, gaps, uniform: Optional[int]):
-    """Advance `carry = (state, step, first_bad)` through `gaps`, observing after each gap."""
+    """Advance `carry = (state, step, first_bad)` through `gaps`, observing after each gap.
 
-    def one_step(c):
-        state, k, bad = c
-        new = stepper.advance(state, k)
-        bad = jnp.where((bad < 0) & ~stepper.finite(new), k + 1, bad)
-        return new, k + 1, bad
+    Finiteness is checked once per saved row, not per step (a full pass over the state that
+    cost ~18% of a memory-bound step). A non-finite state stays non-finite, so a bad row is
+    replayed from its start, checking every step, to find the exact first bad step.
+    """
+
+    def steps(c, n, check: bool):
+        def one(c):
+            state, k, bad = c
+            new = stepper.advance(state, k)
+            if check:
+                bad = jnp.where((bad < 0) & ~stepper.finite(new), k + 1, bad)
+            return new, k + 1, bad
+
+        if uniform is not None:
+            c, _ = jax.lax.scan(lambda c, _: (one(c), None), c, None, length=uniform)
+            return c
+        return jax.lax.fori_loop(0, n, lambda _, c: one(c), c)
 
     def row(c, gap):
-        if uniform is not None:
-            c, _ = jax.lax.scan(lambda c, _: (one_step(c), None), c, None, length=uniform)
-        else:
-            c = jax.lax.fori_loop(0, gap, lambda _, c: one_step(c), c)
-        return c, stepper.observe(c[0])
+        end = steps(c, gap, check=False)
+        went_bad = (c[2] < 0) & ~stepper.finite(end[0])
+        bad = jax.lax.cond(went_bad, lambda: steps(c, gap, check=True)[2], lambda: c[2])
+        end = (end[0], end[1], bad)
+        return end, stepper.observe(end[0])
 
     return jax.lax.scan(row, carry, gaps)
 
@@ -393,13 +404,26 @@ def weight_loss(W, problem: Problem, layer_norm: bool = False):
     return obs.loss(weight_scores(problem, W, layer_norm), problem.p, problem.Y)
 
 
-_OPTIMIZERS = {
-    "gd": optax.sgd,
-    "sgd": optax.sgd,
-    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
-    "adam": optax.adam,
-    "sign": optax.sign_sgd,
-}
+_OPTIMIZER_NAMES = ("adam", "gd", "momentum", "sgd", "sign")
+
+
+def _optimizer(name: str) -> Callable:
+    """The optax factory `lr -> GradientTransformation` for a name (optax is imported on use)."""
+    import optax
+
+    return {
+        "gd": optax.sgd,
+        "sgd": optax.sgd,
+        "momentum": _momentum,
+        "adam": optax.adam,
+        "sign": optax.sign_sgd,
+    }[name]
+
+
+def _momentum(lr):
+    import optax
+
+    return optax.sgd(lr, momentum=0.9)
 
 
 def gd_weights(
@@ -440,8 +464,8 @@ def gd_weights(
         )
     schedule = _schedule(steps, save_every, save_steps)
     d = problem.E.shape[1]
-    if isinstance(optimizer, str) and optimizer not in _OPTIMIZERS:
-        v.fail("optimizer", optimizer, f"use one of {sorted(_OPTIMIZERS)} or a callable lr -> optax transformation")
+    if isinstance(optimizer, str) and optimizer not in _OPTIMIZER_NAMES:
+        v.fail("optimizer", optimizer, f"use one of {list(_OPTIMIZER_NAMES)} or a callable lr -> optax transformation")
     if optimizer is not None and not isinstance(optimizer, str) and not callable(optimizer):
         v.fail("optimizer", str(optimizer), "use a name or a callable lr -> optax transformation")
     lr = _lr(lr, problem.dtype)
@@ -453,7 +477,7 @@ def gd_weights(
         v.check_shape("W0", W0, (d, d))
         v.check_finite("W0", W0)
     W0 = jnp.asarray(W0, problem.dtype)
-    make = None if optimizer is None else (_OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer)
+    make = None if optimizer is None else (_optimizer(optimizer) if isinstance(optimizer, str) else optimizer)
     stepper = _Weights(problem, lr, save_scores, make, layer_norm, save_weights)
     state0 = W0 if make is None else (W0, make(lr).init(W0))
     name = "gd" if optimizer is None else (optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "custom"))
@@ -478,7 +502,7 @@ class _Weights(_ScoreStepper):
             return state - self.lr * grad(state, self.problem, self.layer_norm)
         W, opt_state = state
         updates, opt_state = self.make(self.lr).update(grad(W, self.problem, self.layer_norm), opt_state, W)
-        return optax.apply_updates(W, updates), opt_state
+        return W + updates, opt_state  # optax.apply_updates for a single array
 
     def scores(self, state):
         return weight_scores(self.problem, self.weights(state), self.layer_norm)

@@ -387,6 +387,12 @@ def test_non_finite_run_reports_first_bad_step():
     assert 1 <= bad <= 10
     assert np.all(np.isfinite(np.asarray(traj.margins[:bad])))
     assert f"from step {bad}" in traj.message
+    # Rows are checked, not steps: a bad row is replayed to find the same exact step.
+    for save_every in (5, 10):
+        coarse = pt.gd(problem, 1e10, 10, save_every=save_every)
+        assert int(coarse.first_bad_step) == bad and int(coarse.status) == 1
+    logged = pt.gd(problem, 1e10, 10, save_steps=np.array([0, 7, 10]))
+    assert int(logged.first_bad_step) == bad
 
 
 def test_float32_is_opt_in_and_warns():
