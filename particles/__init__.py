@@ -12,6 +12,11 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from ._flow import default_times as default_times, flow as flow
+from ._grid import (
+    hitting_time as hitting_time,
+    paper_grid as paper_grid,
+    two_particle_hitting_times as two_particle_hitting_times,
+)
 from ._integrate import (
     gd as gd,
     gd_weights as gd_weights,
@@ -35,7 +40,14 @@ from ._problem import (
     two_particles as two_particles,
     zipf as zipf,
 )
+from ._sweep import (
+    Sweep as Sweep,
+    SweepInterrupted as SweepInterrupted,
+    expand_grid as expand_grid,
+    sweep_gd as sweep_gd,
+)
 from ._trajectory import Trajectory as Trajectory
+from ._vocab import VocabTrajectory as VocabTrajectory, gd_vocab as gd_vocab, vocab_flops as vocab_flops
 
 try:
     __version__ = importlib.metadata.version("particles")
