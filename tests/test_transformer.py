@@ -130,7 +130,7 @@ def test_ideal_memories_induction_accuracy():
 
 def _tiny(train="wo2", **kw):
     base = dict(train=train, d=16, lrs=(1.0, 2.0), steps=6, batch=4, seq_len=32, N=12, pool=4, n_triggers=2,
-                refine_steps=20)
+                refine_steps=0)
     base.update(kw)
     return pt.Config(**base)
 
