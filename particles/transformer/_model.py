@@ -11,12 +11,12 @@ U (N, d), entries N(0, 1/d). One head per layer, W_Q = I, no MLP, no layer norm:
 Parametrisation as in the authors' public code (albietz/transformer-birth,
 `ihead_basic_model.py`): attention logits divided by sqrt(d), embeddings and positional
 embeddings N(0, 1/d) (`sqrtd_embeddings`), trainable matrices initialised like torch's
-`nn.Linear` (entries uniform on [-1/sqrt(d), 1/sqrt(d)]). Without the 1/sqrt(d) the key
-gradients are sqrt(d) times larger and SGD at the paper's step sizes diverges.
+`nn.Linear` (entries uniform on [-1/sqrt(d), 1/sqrt(d)]). Training all six matrices
+diverges at the paper's step sizes (products W_O W_V grow); the authors' simplified model
+trains only W_K^1, W_K^2, W_O^2, which is stable (see `_train.TRAINABLE`).
 
-The Transformer runs in float32 (float64 halves CPU throughput; the runs stay finite in
-float32 once the loss and attention are scaled as above); the particle prediction it is
-compared with runs in float64.
+The Transformer runs in float32 (float64 halves CPU throughput; float32 was not the cause
+of the divergence); the particle prediction it is compared with runs in float64.
 """
 
 from __future__ import annotations
@@ -73,10 +73,10 @@ def ideal_weights(
 ) -> Weights:
     """The ideal associative memories of Bietti et al., Sec. 5 (W_O^2 scaled by `beta_o`).
 
-    - Layer 1, previous-token head: W_K^1 = beta1 sum_t p_t p_{t-1}^T, so the query p_t
+    - Layer 1, previous-token head: W_K^1 = beta1 sqrt(d) sum_t p_t p_{t-1}^T, so the query p_t
       matches the key p_{t-1}; W_V^1 = I; W_O^1 = Q, a random orthogonal remapping (from
       `key`), so h^1_t = x_t + Q x_{t-1} approximately.
-    - Layer 2, induction head: W_K^2 = beta2 sum_k e_k (Q e_k)^T, so the query e_{z_t}
+    - Layer 2, induction head: W_K^2 = beta2 sqrt(d) sum_k e_k (Q e_k)^T, so the query e_{z_t}
       matches positions s whose previous token z_{s-1} equals z_t; W_V^2 = I.
     - W_O^2 = beta_o sum_k u_k e_k^T: zero by default (the `wo2` starting point); with
       beta_o > 0 it maps the copied token's embedding to its unembedding.
