@@ -15,8 +15,8 @@ embeddings N(0, 1/d) (`sqrtd_embeddings`), trainable matrices initialised like t
 diverges at the paper's step sizes (products W_O W_V grow); the authors' simplified model
 trains only W_K^1, W_K^2, W_O^2, which is stable (see `_train.TRAINABLE`).
 
-The Transformer runs in float32 (float64 halves CPU throughput; float32 was not the cause
-of the divergence); the particle prediction it is compared with runs in float64.
+The Transformer runs in float32 (float64 halves CPU throughput; the all6 divergence was not
+re-run in float64); the particle prediction it is compared with runs in float64.
 """
 
 from __future__ import annotations
