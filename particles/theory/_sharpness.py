@@ -164,9 +164,9 @@ def sharpness(
     S: Float[ArrayLike, "*T N M"],
     *,
     method: Method = "auto",
-    iters: int = 32,
+    iters: int = 24,
     restarts: int = 8,
-    tol: float = 1e-10,
+    tol: float = 1e-8,
     key=None,
 ) -> Float[Array, "*T"]:
     """lambda_max of the population Hessian nabla^2 L(W) at scores S.
@@ -181,7 +181,10 @@ def sharpness(
       N x M operator, one Gram application per iteration, never forming a d^2 x d^2 matrix).
       `"auto"`: dense when N M <= 1024, else Lanczos.
     - `iters`: Lanczos vectors per cycle (memory iters * N * M); `restarts`: at most this
-      many cycles; `tol`: stop when the Ritz residual <= tol * lambda.
+      many cycles; `tol`: stop when the Ritz residual <= tol * lambda. For a symmetric
+      operator an eigenvalue lies within the residual of the Ritz value, so the default
+      bounds the relative error by 1e-8 (in practice it is ~residual^2 / gap, far smaller);
+      at N = M = d = 1024 one cycle of 24 products usually suffices.
     - `key`: PRNG key of the Lanczos start vector (fixed default: deterministic).
 
     **Returns:** lambda_max, shape () or (T,). GD with step lr is locally stable where
