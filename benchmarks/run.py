@@ -358,9 +358,20 @@ def case_sharpness(quick: bool):
 
 
 # --------------------------------------------------------------- 6. vocab
-def child_vocab(quick: bool, dtype_name: str):
-    """Runs in its own process so that ru_maxrss is this case's peak memory."""
+def _peak_rss_gb() -> float:
+    """This process's peak RSS. Linux carries ru_maxrss across exec (it would report the
+    parent's peak), so read the high-water mark of the current address space instead."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
     import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def child_vocab(quick: bool, dtype_name: str):
+    """Runs in its own process so that the peak memory is this case's alone."""
 
     import jax
     import jax.numpy as jnp
@@ -385,7 +396,7 @@ def child_vocab(quick: bool, dtype_name: str):
     t_step = best_time(lambda: block(step(W, E, U, p, targets)), repeat=2, budget=30)
     traj, t_run = first_call(lambda: block(gd_vocab(E, U, p, targets, 1.0, 2, chunk=chunk, save_every=2,
                                                       save_margins=False, dtype=dtype)))
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    peak_gb = _peak_rss_gb()
     return dict(N=N, M=M, d=d, chunk=chunk, t_step=t_step, t_compile=t_first - t_step, t_run=t_run,
                 flops=vocab_flops(N, M, d), peak_gb=peak_gb, loss=[float(x) for x in traj.loss],
                 accuracy=[float(x) for x in traj.accuracy])

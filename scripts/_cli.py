@@ -221,7 +221,9 @@ def save_figure(fig, path: str, *, check: Optional[Iterable] = None, dpi: int = 
         if not np.all(np.isfinite(np.asarray(a, dtype=float))):
             raise NumericalError(f"refusing to write {path}: its data holds NaN or inf")
     fmt = os.path.splitext(path)[1].lstrip(".") or "png"
-    _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"), "." + fmt)
+    # A figure with a layout engine already fits its labels; "tight" would draw it twice.
+    bbox = None if fig.get_layout_engine() is not None else "tight"
+    _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches=bbox), "." + fmt)
 
 
 # ------------------------------------------------------- config, versions

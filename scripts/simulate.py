@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -314,6 +315,20 @@ def main(argv) -> int:
         return _main(argv)
 
 
+def _preload(plots: bool) -> None:
+    try:
+        import particles.theory  # noqa: F401
+        import analysis  # noqa: F401
+
+        if plots:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+    except Exception:  # the main thread reports any real import problem itself
+        pass
+
+
 def _main(argv) -> int:
     import dataclasses
 
@@ -323,6 +338,10 @@ def _main(argv) -> int:
     log = _cli.Log(not (args.quiet or args.json))
     bars = _cli.bars_enabled(args)
     out = args.out or os.path.join("runs", _cli.timestamp())
+    # Import what the summary and the figure need on a second thread: it proceeds while the
+    # main thread waits on XLA compilations (which release the GIL).
+    warm = threading.Thread(target=_preload, args=(not args.no_plot,), daemon=True)
+    warm.start()
 
     import numpy as np
 

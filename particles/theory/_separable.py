@@ -14,7 +14,6 @@ from typing import Optional
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
 from jaxtyping import Array, ArrayLike, Float
 
 from .. import _validate as v
@@ -89,6 +88,8 @@ def max_margin(problem: Problem) -> MaxMargin:
     Emat = np.vstack([A.T, np.ones((1, m))])
     f = np.zeros(n + 1)
     f[-1] = 1.0
+    import scipy.optimize  # imported on use: it costs 0.25 s at start-up
+
     u, rnorm = scipy.optimize.nnls(Emat, f, maxiter=50 * (n + m + 1))
     r = Emat @ u - f
     if rnorm < 1e-10 or r[-1] > -1e-10:

@@ -13,7 +13,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
 from jaxtyping import Array, Float
 
 from .. import _observables as obs
@@ -93,6 +92,8 @@ def _recession_direction(problem: Problem, sp) -> bool:
     """
     A, _ = _constraints(problem, sp)
     m, n = A.shape
+    import scipy.optimize  # imported on use: it costs 0.25 s at start-up
+
     res = scipy.optimize.linprog(
         -A.sum(0), A_ub=np.vstack([-A, A]), b_ub=np.concatenate([np.zeros(m), np.ones(m)]),
         bounds=[(None, None)] * n, method="highs",

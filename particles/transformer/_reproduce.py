@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import sys
-import tempfile
 import time
 
 import numpy as np
 
+from .. import _io
 from . import _predict, _train
 
 # Quick settings: both modes together in under 3 minutes on 2 CPU cores (measured 108 s wall,
@@ -74,24 +72,11 @@ def summary(run: dict) -> dict:
 
 
 def _atomic_savez(path: str, **arrays) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    _io.atomic_savez(path, arrays)
 
 
 def _atomic_json(path: str, obj) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, allow_nan=True)
-    os.replace(tmp, path)
+    _io.write_json(path, obj)
 
 
 def save_run(run: dict, out_dir: str, name: str) -> dict:
