@@ -117,6 +117,15 @@ def main(argv) -> int:
                           resume=args.resume, progress=bars, stop_after=stop_after)
     except SweepInterrupted as e:
         raise _cli.Interrupted(str(e)) from None
+    except KeyboardInterrupt:
+        # Each chunk is saved when it finishes: say what is kept and how to go on.
+        folder = os.path.join(out, "chunks")
+        kept = len([f for f in os.listdir(folder) if f.endswith(".npz")]) if os.path.isdir(folder) else 0
+        again = " ".join(a for a in argv if a != "--resume")
+        if "--out" not in argv:
+            again += f" --out {out}"
+        raise _cli.Interrupted(f"interrupted; {kept} finished chunk(s) kept in {folder}; "
+                               f"continue with: python scripts/sweep.py {again} --resume") from None
 
     arrays = {f"axis_{k}": np.asarray(v) for k, v in result.axes.items()}
     arrays.update(result.outputs)
