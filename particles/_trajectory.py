@@ -16,6 +16,7 @@ from ._io import atomic_savez, jsonable, versions
 
 FORMAT = "particles.trajectory"
 FORMAT_VERSION = 1
+_PROBLEM_ARRAYS = ("p", "Y", "G_E", "G_U", "S0", "E", "U", "W0")
 
 STATUS = {0: "ok", 1: "non-finite values", 2: "max_steps reached", 3: "solver failure"}
 
@@ -137,13 +138,21 @@ class Trajectory(eqx.Module):
         return "\n".join(lines) + "\n)"
 
     # --------------------------------------------------------------- save/load
-    def save(self, path: str | os.PathLike, *, extra: Optional[dict] = None) -> None:
+    def save(self, path: str | os.PathLike, *, problem=None, extra: Optional[dict] = None) -> None:
         """Write arrays and JSON metadata to one `.npz` file, atomically (temp file, rename).
 
-        The metadata holds `info`, package versions and anything in `extra` (e.g. a seed or
-        the problem's description). No pickles: loading runs no code.
+        The metadata holds `info` (the integrator's settings, the SGD seed), package versions
+        and anything in `extra`; with `problem`, its arrays are stored too (read them back with
+        [`Trajectory.load_problem`][]). No pickles: loading runs no code.
         """
         arrays = {}
+        problem_meta = None
+        if problem is not None:
+            for name in _PROBLEM_ARRAYS:
+                value = getattr(problem, name)
+                if value is not None:
+                    arrays[f"problem.{name}"] = np.asarray(value)
+            problem_meta = dict(structure_E=problem.structure_E, structure_U=problem.structure_U)
         for name in ("t", "loss", "zero_one", "accuracy", "margins", "final_scores", "status",
                      "first_bad_step", "steps", "scores", "W"):
             value = getattr(self, name)
@@ -155,6 +164,7 @@ class Trajectory(eqx.Module):
             "info": jsonable(self.metadata),
             "versions": versions(),
             "extra": jsonable(extra or {}),
+            "problem": problem_meta,
         }
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         atomic_savez(path, arrays)
@@ -162,13 +172,7 @@ class Trajectory(eqx.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Trajectory":
         """Read a file written by `save`. Raises `ValueError` for corrupt or foreign files."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # zipfile, format or pickle errors: all mean "not a good file"
-            raise ValueError(f"{path}: not a readable trajectory file ({type(e).__name__}: {e})") from None
+        arrays = _read(path)
         if "__meta__" not in arrays:
             raise ValueError(f"{path}: not a particles trajectory (no metadata)")
         try:
@@ -186,10 +190,38 @@ class Trajectory(eqx.Module):
         if missing:
             raise ValueError(f"{path}: missing arrays {sorted(missing)}")
         info = tuple((k, _hashable(v)) for k, v in meta["info"].items())
-        return cls(**{k: jnp.asarray(a) for k, a in arrays.items()}, info=info)
+        fields = {k: jnp.asarray(a) for k, a in arrays.items() if not k.startswith("problem.")}
+        return cls(**fields, info=info)
+
+    @staticmethod
+    def load_problem(path: str | os.PathLike):
+        """The [`Problem`][] stored by `save(path, problem=...)`, or None if none was."""
+        from ._problem import Problem
+
+        data = _read(path)
+        arrays = {k[len("problem."):]: v for k, v in data.items() if k.startswith("problem.")}
+        try:
+            meta = json.loads(data["__meta__"].tobytes().decode()) if "__meta__" in data else {}
+        except Exception as e:
+            raise ValueError(f"{path}: corrupt metadata ({e})") from None
+        if not arrays:
+            return None
+        kinds = meta.get("problem") or {}
+        return Problem(**{k: jnp.asarray(v) for k, v in arrays.items()},
+                       structure_E=kinds.get("structure_E", "dense"), structure_U=kinds.get("structure_U", "dense"))
 
 
 # ------------------------------------------------------------------- helpers
+def _read(path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # zipfile, format or pickle errors: all mean "not a good file"
+        raise ValueError(f"{path}: not a readable trajectory file ({type(e).__name__}: {e})") from None
+
+
 def _hashable(x: Any):
     if isinstance(x, list):
         return tuple(_hashable(v) for v in x)

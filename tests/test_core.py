@@ -308,8 +308,13 @@ def test_checkpoint_file_resumes_an_interrupted_run(tmp_path):
 def test_save_load_roundtrip(tmp_path):
     traj = pt.gd(pt.two_particles(0.3, 0.7), 1.0, 20, save_scores=True)
     path = tmp_path / "run.npz"
-    traj.save(path, extra={"seed": 7})
+    problem = pt.two_particles(0.3, 0.7)
+    traj.save(path, problem=problem, extra={"seed": 7})
     back = pt.Trajectory.load(path)
+    stored = pt.Trajectory.load_problem(path)
+    for name in ("p", "Y", "G_E", "G_U", "S0", "E", "U", "W0"):
+        assert np.array_equal(np.asarray(getattr(stored, name)), np.asarray(getattr(problem, name))), name
+    assert (stored.structure_E, stored.structure_U) == (problem.structure_E, problem.structure_U)
     assert np.array_equal(np.asarray(back.scores), np.asarray(traj.scores))
     assert back.metadata["lr"] == 1.0 and back.integrator == "gd"
     assert not list(tmp_path.glob(".tmp-*"))
