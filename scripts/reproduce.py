@@ -408,24 +408,54 @@ def fig_memory(out, ctx):
 
 
 def fig_transformer(out, ctx):
+    import numpy as np
+
     mod, why = _cli.lazy_import("particles.transformer", "particles.transformer")
     if mod is None or not hasattr(mod, "reproduce"):
         raise _cli.UsageError("--figure", "transformer", why or "particles.transformer.reproduce is not available")
     rep = mod.reproduce(out, quick=not ctx["full"], progress=ctx["bars"])
     text = [f"particles.transformer.reproduce(quick={not ctx['full']}) in {rep.get('seconds', float('nan')):.1f} s. "
             "Claim: at large η the memory margins oscillate and the loss spikes, yet learning is faster.", "",
-            "| run | η | final loss | other key numbers |", "|---|---|---|---|"]
+            "| run | η | final loss | induction accuracy | loss rises (>20%) | median W_O² margin | first bad step |",
+            "|---|---|---|---|---|---|---|"]
+    agree = []
     for name, r in rep.get("runs", {}).items():
-        results = r.get("results", {})
-        items = results.items() if isinstance(results, dict) else enumerate(results)
-        for lr, res in items:
-            if isinstance(res, dict):
-                fl = res.get("final_loss", res.get("loss"))
-                other = ", ".join(f"{k}={_fmt(v)}" for k, v in res.items()
-                                  if k not in ("final_loss", "loss") and not isinstance(v, (list, dict)))
-            else:
-                fl, other = res, ""
-            text.append(f"| {name} | {lr} | {_fmt(fl)} | {other} |")
+        for res in r.get("results", []):
+            bad = res.get("first_bad_step", -1)
+            text.append(f"| {name} | {res['lr']:g} | {_fmt(res['final_loss'])} | {_fmt(res['final_induction_accuracy'])} "
+                        f"| {res['loss_rises']} | {_fmt(res['median_margin_O'])} | {'none' if bad < 0 else bad} |")
+        for a in r.get("agreement") or []:
+            agree.append((name, a))
+    if agree:
+        text += ["", "Particle prediction of the W_O² memory (wo2: `particles.gd` on the associative-memory problem "
+                 "that W_O² solves, at the same η) against the Transformer:", "",
+                 "| run | η | margin correlation | margin MAE | loss MAE | Transformer loss rises matched by a particle rise |",
+                 "|---|---|---|---|---|---|"]
+        for name, a in agree:
+            m = a.get("spikes_matched")
+            text.append(f"| {name} | {a['lr']:g} | {_fmt(a['margin_corr'])} | {_fmt(a['margin_mae'])} | "
+                        f"{_fmt(a['loss_mae'])} | {'no rises' if m is None else f'{m:.0%}'} |")
+    # What matched and what did not, read off the numbers above.
+    text.append("")
+    for name, r in rep.get("runs", {}).items():
+        res = r.get("results", [])
+        if len(res) < 2:
+            continue
+        lo, hi = min(res, key=lambda x: x["lr"]), max(res, key=lambda x: x["lr"])
+        faster = hi["final_loss"] < lo["final_loss"]
+        more_rises = hi["loss_rises"] > lo["loss_rises"]
+        text.append(f"- {name}: learning is {'faster' if faster else 'not faster'} at the largest η "
+                    f"(final loss {_fmt(hi['final_loss'])} at η = {hi['lr']:g} vs {_fmt(lo['final_loss'])} at "
+                    f"η = {lo['lr']:g}): {'matches' if faster else 'does not match'} the paper; loss rises "
+                    f"{lo['loss_rises']} → {hi['loss_rises']} ({'more' if more_rises else 'not more'} at large η; "
+                    "with small batches most rises are minibatch noise).")
+    corr = [a["margin_corr"] for _, a in agree if np.isfinite(a["margin_corr"])]
+    if corr:
+        text.append(f"- The particle prediction follows the W_O² margins with correlation {min(corr):.2f}–{max(corr):.2f}, "
+                    "best at small η; the Transformer's rises are not reproduced by the (noise-free) particle GD.")
+    text.append("- Not reproduced: `--train all6` (every matrix trainable) diverges at the paper's η; `--train all` "
+                "trains W_K¹, W_K², W_O² as the authors' code does. Ideal memories at d = 64 reach ~0.65 induction "
+                "accuracy (residual-stream cross-talk).")
     files = [os.path.basename(f) for f in rep.get("figures", [])]
     return files, text, {k: v for k, v in rep.items() if k != "figures"}
 
