@@ -124,7 +124,8 @@ def plot_run(runs: list, out_dir: str, name: str) -> list:
             if pred is not None:
                 ax.plot(pred["loss"][i], color=colors[i], lw=1.2, ls="--")
         ax.set_yscale("log")
-        ax.set_xlabel("iteration")
+        ax.set_xlabel("iteration (SGD step)")
+        ax.set_ylabel("cross-entropy loss (nats)")
         ax.set_title(f"{mode} d={c.d}: loss" + (" (dashed: particles on the pool)" if pred else ""),
                      fontsize=8)
         ax.legend(fontsize=7)
@@ -132,8 +133,6 @@ def plot_run(runs: list, out_dir: str, name: str) -> list:
         toks = _tokens(run)
         tc = plt.cm.tab10(np.arange(len(toks)))
         panels = [("margins_O", "W_O² margins")] + ([("margins_K", "W_K² margins")] if mode != "wo2" else [])
-        if mode != "wo2":
-            panels = [("margins_O", "W_O² margins"), ("margins_K", "W_K² margins")]
         for j, (key, title) in enumerate(panels):
             ax = axes[r, 1 + j]
             for t, col in zip(toks, tc):
@@ -141,7 +140,8 @@ def plot_run(runs: list, out_dir: str, name: str) -> list:
                 if pred is not None and key == "margins_O":
                     ax.plot(pred["margins"][big][:, t], color=col, lw=1.2, ls="--")
             ax.axhline(0, color="k", lw=0.5)
-            ax.set_xlabel("iteration")
+            ax.set_xlabel("iteration (SGD step)")
+            ax.set_ylabel("margin (correct score − best other)")
             ax.set_title(f"{title}, η={c.lrs[big]:g}" + (" (dashed: particles)" if pred else ""), fontsize=8)
             ax.legend(fontsize=6)
     fig.tight_layout()
