@@ -541,4 +541,4 @@ def report(state) -> str:
 
 
 if __name__ == "__main__":
-    _cli.run_main(main)
+    _cli.run_main(main, fast_exit=True)

@@ -213,7 +213,12 @@ def regime_of(problem) -> str:
 
 
 # ----------------------------------------------------------------- the runs
-def run_all(args, problem, lrs, bars):
+def _flow_scores(problem) -> bool:
+    """Save the flow's scores (201 rows, the default times) when they are small."""
+    return 201 * problem.N * problem.M <= 200_000
+
+
+def run_all(args, problem, lrs, bars, flow_pool=None):
     """(runs: {name: Trajectory}, lrs per run); GD rates in one vmapped call."""
     import jax
     import jax.numpy as jnp
@@ -231,13 +236,14 @@ def run_all(args, problem, lrs, bars):
     opt = args.optimizer
     flow_future = None
     if args.flow:
-        # Tracing and compiling the flow and GD overlap (XLA compiles without the GIL).
-        from concurrent.futures import ThreadPoolExecutor
+        # The flow runs on its own thread while GD compiles (XLA compiles without the GIL).
+        if flow_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
 
+            flow_pool = ThreadPoolExecutor(1)
         t1 = args.t1 or steps * max(lrs)
-        pool = ThreadPoolExecutor(1)
-        flow_future = pool.submit(particles.flow, problem, t1, save_scores=scores)
-        pool.shutdown(wait=False)
+        flow_future = flow_pool.submit(particles.flow, problem, t1, save_scores=_flow_scores(problem))
+        flow_pool.shutdown(wait=False)
     if opt == "gd":
         if len(lrs) == 1:
             batch = None
@@ -348,6 +354,15 @@ def _main(argv) -> int:
     problem, geometry = build_problem(args)
     import particles
 
+    flow_pool = None
+    if args.flow:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Compile the flow on a second thread while the step sizes are chosen: t1 is an array
+        # argument, so the real solve in run_all reuses this compilation.
+        flow_pool = ThreadPoolExecutor(1)
+        flow_pool.submit(particles.flow, problem, 1.0, save_scores=_flow_scores(problem))
+
     N, M = problem.N, problem.M
     lam0 = sharpness(problem, problem.S0)
     limit = 2.0 / lam0 if lam0 > 0 else float("inf")
@@ -371,7 +386,7 @@ def _main(argv) -> int:
         f"optimizer {args.optimizer}" + (f", batch {args.sgd_batch}" if args.sgd_batch else "") +
         f"; {args.steps} steps; dtype {args.dtype}" + (f"; flow to t1={args.t1 or args.steps * max(lrs):g}" if args.flow else ""))
 
-    runs, run_lr = run_all(args, problem, lrs, bars)
+    runs, run_lr = run_all(args, problem, lrs, bars, flow_pool)
 
     # ---------------------------------------------------------- analysis
     analysis, why = _cli.lazy_import("analysis", "the analysis package")
@@ -584,4 +599,4 @@ def _fmt_vec(v) -> str:
 
 
 if __name__ == "__main__":
-    _cli.run_main(main)
+    _cli.run_main(main, fast_exit=True)

@@ -269,4 +269,4 @@ def plot_phases(result, out: str, log) -> list[str]:
 
 
 if __name__ == "__main__":
-    _cli.run_main(main)
+    _cli.run_main(main, fast_exit=True)
