@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Regenerate the paper's experiments (paper-notes §4) into figures/, with figures/REPORT.md.
 
-    python scripts/reproduce.py --all              # experiments 1-6 (a few minutes on 2 cores)
+    python scripts/reproduce.py --all              # experiments 1-7 (about a minute on 2 cores)
     python scripts/reproduce.py --figure spike     # one of them
     python scripts/reproduce.py --figure transformer   # 7: particles.transformer.reproduce
 
@@ -30,7 +30,7 @@ def build_parser():
     p = _cli.ArgumentParser(prog="reproduce.py", description=__doc__.split("\n\n")[0])
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--figure", action="append", help=f"one of {', '.join(FIGURES)} (or 1-7); repeatable")
-    g.add_argument("--all", action="store_true", help="experiments 1-6 (add --figure transformer for 7)")
+    g.add_argument("--all", action="store_true", help="experiments 1-7 (7, the Transformers, in quick mode unless --full)")
     p.add_argument("--out", default="figures", help="output folder (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="key of the random embeddings (default %(default)s)")
     p.add_argument("--full", action="store_true", help="transformer: the paper's full runs (slow)")
@@ -474,7 +474,7 @@ EXPERIMENTS = {
 # -------------------------------------------------------------------- main
 def main(argv) -> int:
     args = build_parser().parse_args(argv)
-    names = list(FIGURES[:6]) if args.all else []
+    names = list(FIGURES) if args.all else []
     for f in args.figure or []:
         name = NUMBERED.get(f, f)
         _cli.check(name in FIGURES, "--figure", f, f"one of {', '.join(FIGURES)} or 1-7")
