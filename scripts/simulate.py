@@ -171,29 +171,10 @@ def equicorrelated_numpy(n, m, d, corr, p, targets):
 
 
 def sharpness(problem, S) -> float:
-    """λ_max of the Hessian of L(W) at scores S (particles.theory, or a dense fallback)."""
-    import numpy as np
+    """λ_max of the population Hessian of L(W) at scores S."""
+    from particles.theory import sharpness as lambda_max
 
-    try:
-        from particles.theory import sharpness as th_sharpness
-    except ImportError:
-        th_sharpness = None
-    if th_sharpness is not None:
-        return float(th_sharpness(problem, S))
-    # Fallback: the non-zero spectrum of J^T D J equals that of D^1/2 (G_E ⊗ G_U) D^1/2,
-    # with D = blockdiag(p_x Cov_x) the Hessian of L in the scores.
-    S = np.asarray(S, np.float64)
-    P = np.exp(S - S.max(1, keepdims=True))
-    P /= P.sum(1, keepdims=True)
-    p = np.asarray(problem.p, np.float64)
-    N, M = S.shape
-    D = np.zeros((N * M, N * M))
-    for x in range(N):
-        C = p[x] * (np.diag(P[x]) - np.outer(P[x], P[x]))
-        w, V = np.linalg.eigh(C)
-        D[x * M:(x + 1) * M, x * M:(x + 1) * M] = V @ np.diag(np.sqrt(np.maximum(w, 0))) @ V.T
-    K = np.kron(np.asarray(problem.G_E, np.float64), np.asarray(problem.G_U, np.float64))
-    return float(np.linalg.eigvalsh(D @ K @ D).max())
+    return float(lambda_max(problem, S))
 
 
 def regime_of(problem) -> str:
