@@ -183,6 +183,12 @@ def _segmented(problem, ts, s_ts, s1, args, info, segments, checkpoint, resume, 
         prior = resume.metadata
         stats += [prior.get("num_steps", 0), prior.get("num_accepted", 0), prior.get("num_rejected", 0)]
     status = jnp.asarray(0)
+    if resume is not None and (resume.scores is not None) != bool(args[4]):
+        raise ValueError(f"resume= was saved with save_scores={resume.scores is not None}; use the same setting.")
+    if done == T:
+        info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]),
+                    segment_rows=size)
+        return _flow_trajectory(jnp.asarray(ts, problem.dtype), rows[0], state, status, info)
     with progress_bar(total=T - done, desc="flow", unit="row", enabled=progress) as bar:
         for start in range(done, T, size):
             stop = min(start + size, T)
@@ -213,7 +219,9 @@ def _check_resume(resume: Trajectory, ts, info: dict, size: int) -> None:
         raise ValueError(f"resume= comes from a failed flow ({resume.message}); it cannot be continued.")
     done = np.asarray(resume.t)
     n = len(done)
-    if theirs.get("segment_rows") != size or n % size or n > len(ts) or not np.array_equal(done, np.asarray(ts)[:n]):
+    whole = n == len(ts)  # a finished run: resuming it returns it
+    if (theirs.get("segment_rows") != size or (n % size and not whole) or n > len(ts)
+            or not np.array_equal(done, np.asarray(ts)[:n])):
         raise ValueError("resume= was saved with other times or segments; use the same ts, t1 and segments.")
 
 

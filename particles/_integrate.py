@@ -201,6 +201,11 @@ def _start(problem: Problem, stepper, state0, schedule: _Schedule, info: dict, r
             f"schedule (steps={int(schedule.steps[-1])}); use the same steps and save settings."
         )
     v.check_shape("resume.final_scores", resume.final_scores, (problem.N, problem.M))
+    saved = set(_rows_of(resume))
+    wanted = set(jax.eval_shape(stepper.observe, state0))
+    if saved != wanted:
+        raise ValueError(f"resume= saved {sorted(saved)} but this run saves {sorted(wanted)}; "
+                         "use the same save_scores (and save_weights) as the interrupted run.")
     state = jnp.asarray(resume.final_scores, problem.dtype)
     return (state, _int(done[-1]), _int(-1)), _rows_of(resume), n
 
@@ -226,7 +231,7 @@ def _run(
     carry, rows, done = _start(problem, stepper, state0, schedule, info, resume)
     gaps = schedule.gaps[done - 1 :]
     n = len(gaps)
-    size = n if (not progress and checkpoint is None) else max(1, math.ceil(n / 50))
+    size = max(1, n if (not progress and checkpoint is None) else math.ceil(n / 50))
     pieces = [rows]
     with progress_bar(total=int(gaps.sum()), desc=desc, unit="step", enabled=progress) as bar:
         for start in range(0, n, size):
@@ -245,12 +250,18 @@ def _run(
 
 
 def _lr(lr, dtype, name: str = "lr"):
+    if np.ndim(lr) != 0:
+        raise ValueError(f"{name} has shape {np.shape(lr)}; expected a number (gd and sgd also take a 1-D array).")
     v.check_positive(name, lr)
     return jnp.asarray(lr, dtype)
 
 
-def _batched_over_lr(fn, lr, **kw):
+def _batched_over_lr(fn, lr, resume=None, checkpoint=None, progress=False, **kw):
     """Run `fn` for each entry of a 1-D array of learning rates with one vmapped call."""
+    v.check_positive("lr", lr)  # concrete here; inside the vmap the rates are tracers
+    if resume is not None or checkpoint is not None or progress:
+        raise ValueError("resume=, checkpoint= and progress= take one learning rate, not a batch "
+                         f"(lr has shape {np.shape(lr)}); run the rates one at a time for those.")
     lrs = jnp.asarray(lr)
     traj = jax.vmap(lambda l: fn(l, **kw))(lrs)
     info = dict(traj.info)
@@ -303,8 +314,8 @@ def gd(
     schedule = _schedule(steps, save_every, save_steps)
     if np.ndim(lr) == 1:
         return _batched_over_lr(
-            lambda l, **kw: gd(problem, l, steps, **kw), lr, save_every=save_every,
-            save_steps=save_steps, save_scores=save_scores,
+            lambda l, **kw: gd(problem, l, steps, **kw), lr, resume=resume, checkpoint=checkpoint,
+            progress=progress, save_every=save_every, save_steps=save_steps, save_scores=save_scores,
         )
     lr = _lr(lr, problem.dtype)
     stepper = _GD(problem, lr, save_scores)
@@ -365,8 +376,9 @@ def sgd(
     batch_size = v.check_count("batch_size", batch_size, 1)
     if np.ndim(lr) == 1:
         return _batched_over_lr(
-            lambda l, **kw: sgd(problem, l, steps, batch_size, key, **kw), lr, save_every=save_every,
-            save_steps=save_steps, save_scores=save_scores,
+            lambda l, **kw: sgd(problem, l, steps, batch_size, key, **kw), lr, resume=resume,
+            checkpoint=checkpoint, progress=progress, save_every=save_every, save_steps=save_steps,
+            save_scores=save_scores,
         )
     lr = _lr(lr, problem.dtype)
     key = jnp.asarray(key)
@@ -477,6 +489,8 @@ def gd_weights(
         v.check_shape("W0", W0, (d, d))
         v.check_finite("W0", W0)
     W0 = jnp.asarray(W0, problem.dtype)
+    if layer_norm and v.is_concrete(W0) and not np.any(np.asarray(W0)):
+        raise ValueError("layer_norm=True needs a non-zero W0 (W e_x / |W e_x| is 0/0 at W = 0): pass W0=.")
     make = None if optimizer is None else (_optimizer(optimizer) if isinstance(optimizer, str) else optimizer)
     stepper = _Weights(problem, lr, save_scores, make, layer_norm, save_weights)
     state0 = W0 if make is None else (W0, make(lr).init(W0))

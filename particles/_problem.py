@@ -278,8 +278,10 @@ def _targets(targets, N: int, M: int, dtype) -> Array:
     if np.ndim(t) == 1:
         v.check_shape("targets", t, (N,))
         if not jnp.issubdtype(jnp.asarray(t).dtype, jnp.integer):
-            arr = np.asarray(t) if v.is_concrete(t) else None
-            if arr is None or not np.all(arr == np.round(arr)):
+            if not v.is_concrete(t):
+                raise ValueError("targets are traced floats: pass f*(x) as an integer array under jit/vmap.")
+            arr = np.asarray(t)
+            if not np.all(arr == np.round(arr)):
                 v.fail("targets", t, "f*(x) must be integers in [0, M)")
             t = arr.astype(np.int64)
         if v.is_concrete(t):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Optional
@@ -94,7 +95,11 @@ class Trajectory(eqx.Module):
         """Member `index` of a batched trajectory (e.g. one learning rate of a vmapped run)."""
         if not self.batch_shape:
             raise IndexError("this Trajectory is not batched")
-        return jax.tree_util.tree_map(lambda a: a[index], self)
+        member = jax.tree_util.tree_map(lambda a: a[index], self)
+        info = dict(self.info)
+        if isinstance(info.get("lr"), tuple) and isinstance(index, (int, np.integer)):
+            info["lr"] = info["lr"][index]  # the member's own rate, so that it can be resumed
+        return dataclasses.replace(member, info=tuple(info.items()))
 
     def __repr__(self) -> str:
         m = np.asarray(self.margins)
@@ -189,9 +194,18 @@ class Trajectory(eqx.Module):
         missing = {"t", "loss", "zero_one", "accuracy", "margins", "final_scores", "status", "first_bad_step"} - set(arrays)
         if missing:
             raise ValueError(f"{path}: missing arrays {sorted(missing)}")
+        if not isinstance(meta.get("info"), dict):
+            raise ValueError(f"{path}: corrupt metadata (no 'info' mapping)")
         info = tuple((k, _hashable(v)) for k, v in meta["info"].items())
-        fields = {k: jnp.asarray(a) for k, a in arrays.items() if not k.startswith("problem.")}
-        return cls(**fields, info=info)
+        known = {f.name for f in dataclasses.fields(cls)} - {"info"}
+        fields = {k: a for k, a in arrays.items() if not k.startswith("problem.")}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"{path}: unexpected arrays {unknown} for a trajectory")
+        try:
+            return cls(**{k: jnp.asarray(a) for k, a in fields.items()}, info=info)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: not a valid trajectory ({e})") from None
 
     @staticmethod
     def load_problem(path: str | os.PathLike):

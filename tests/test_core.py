@@ -436,3 +436,50 @@ def test_flow_checkpoint_and_resume_bit_for_bit(tmp_path):
     assert np.array_equal(np.asarray(pt.Trajectory.load(path).margins), np.asarray(whole.margins))
     with pytest.raises(ValueError, match="segments"):
         pt.flow(problem, 1e4, ts=ts, segments=5, resume=first)
+
+
+def test_edge_cases_of_runs_and_resume(tmp_path):
+    """Zero steps, resuming a finished run, batched rates with resume, members of a batch."""
+    P = pt.two_particles(0.5, 0.75)
+    zero = pt.gd(P, 1.0, 0)
+    assert zero.margins.shape == (1, 2) and np.array_equal(np.asarray(zero.final_scores), np.zeros((2, 2)))
+    done = pt.gd(P, 1.0, 10)
+    again = pt.gd(P, 1.0, 10, resume=done)
+    assert np.array_equal(np.asarray(again.margins), np.asarray(done.margins))
+    with pytest.raises(ValueError, match=r"lr=.*> 0"):
+        pt.gd(P, [-1.0, 0.5], 5)
+    with pytest.raises(ValueError, match="one learning rate"):
+        pt.gd(P, [1.0, 0.5], 10, resume=done)
+    with pytest.raises(ValueError, match="shape"):
+        pt.gd(P, [[1.0, 2.0]], 5)
+    batch = pt.gd(P, [1.0, 2.0], 20)
+    member = pt.gd(P, 2.0, 40, resume=batch[1])
+    assert np.array_equal(np.asarray(member.margins), np.asarray(pt.gd(P, 2.0, 40).margins))
+    with pytest.raises(ValueError, match="save_scores"):
+        pt.gd(P, 1.0, 20, resume=pt.gd(P, 1.0, 10, save_scores=True))
+    with pytest.raises(ValueError, match="non-zero W0"):
+        pt.gd_weights(P, 1.0, 3, layer_norm=True)
+    # A finished segmented flow resumes to itself (also when segments do not divide the rows).
+    f = tmp_path / "flow.npz"
+    whole = pt.flow(P, 100.0, segments=20, checkpoint=f)
+    back = pt.flow(P, 100.0, segments=20, resume=pt.Trajectory.load(f))
+    assert np.array_equal(np.asarray(back.margins), np.asarray(whole.margins))
+
+
+def test_malformed_trajectory_files_are_refused(tmp_path):
+    import json
+
+    good = pt.gd(pt.two_particles(0.3, 0.7), 1.0, 5)
+    path = tmp_path / "t.npz"
+    good.save(path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(arrays["__meta__"].tobytes().decode())
+    np.savez(tmp_path / "extra.npz", **arrays, bogus=np.zeros(3))
+    with pytest.raises(ValueError, match="unexpected arrays"):
+        pt.Trajectory.load(tmp_path / "extra.npz")
+    del meta["info"]
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "noinfo.npz", **arrays)
+    with pytest.raises(ValueError, match="corrupt metadata"):
+        pt.Trajectory.load(tmp_path / "noinfo.npz")
