@@ -294,7 +294,8 @@ def gd(
 
     - `problem`: the [`Problem`][].
     - `lr`: the step size eta > 0; a 1-D array runs every rate in one vmapped call and
-      returns a batched Trajectory (index it, `traj[k]`, for one rate).
+      returns a batched Trajectory (index it, `traj[k]`, for one rate; `resume`,
+      `checkpoint` and `progress` take a single rate).
     - `steps`: number of GD steps.
     - `save_every`: save a row every this many steps (must divide `steps`). Row k is step
       k * save_every, from step 0 (the start) to `steps`.
