@@ -9,8 +9,7 @@ The regimes (paper notes §3) are recognised from the problem itself:
 - separable (inputs of full rank, or a feasible max-margin problem) — L·ηt → ‖W_mm‖².
 - underparameterized (d < N) — the CE minimizer's loss and 0-1 loss, the gap 𝓔, stability.
 
-Predictions come from `particles.theory`; a missing theory function is reported in
-`Comparison.notes` and its rows are left out, never guessed.
+Predictions come from `particles.theory`.
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ import math
 from typing import Any, Optional
 
 import numpy as np
+
+from particles import theory as th
 
 from ._detectors import _plain, detect_cycle, finite_rows, head, log_slope, times
 
@@ -195,31 +196,6 @@ def regimes(problem) -> tuple[str, ...]:
     return tuple(out)
 
 
-# ------------------------------------------------------------------- theory
-class _Theory:
-    """`particles.theory`, with the names it lacks recorded instead of raised."""
-
-    def __init__(self):
-        try:
-            from particles import theory
-        except ImportError as e:  # the module is being written alongside this one
-            theory = None
-            self.missing = {f"particles.theory ({e})"}
-        else:
-            self.missing = set()
-        self.mod = theory
-
-    def get(self, *names: str):
-        """The first of `names` that particles.theory has, else None (and it is noted)."""
-        for n in names:
-            f = getattr(self.mod, n, None) if self.mod is not None else None
-            if f is not None:
-                return f
-        if self.mod is not None:
-            self.missing.add(f"particles.theory.{names[0]}")
-        return None
-
-
 def _lr_of(traj, lr) -> Optional[float]:
     if lr is not None:
         return float(lr)
@@ -288,7 +264,7 @@ def compare(problem, trajectory, *, lr: Optional[float] = None) -> Comparison:
         notes.append(f"non-finite values from step {bad}: compared on the {n} rows before it")
     if n == 0:
         return Comparison([], regimes(problem), integrator, eta, tuple(notes))
-    ctx = _Context(problem, traj, n, integrator, eta, _Theory())
+    ctx = _Context(problem, traj, n, integrator, eta)
     found = regimes(problem)
     rows = []
     if "orthogonal" in found:
@@ -304,7 +280,6 @@ def compare(problem, trajectory, *, lr: Optional[float] = None) -> Comparison:
         rows += _separable(ctx)
     if integrator == "sgd":
         notes.append("sgd: the predictions are for full-batch dynamics; SGD follows them only on average")
-    notes += [f"{name} is missing: its rows are left out" for name in sorted(ctx.th.missing)]
     return Comparison(rows, found, integrator, eta, tuple(notes))
 
 
@@ -315,7 +290,6 @@ class _Context:
     n: int  # finite rows
     integrator: str
     eta: Optional[float]  # None for the flow (time plays the role of eta * steps)
-    th: _Theory
 
     @property
     def t(self) -> np.ndarray:
@@ -343,30 +317,21 @@ def _orthogonal(c: _Context) -> list[Row]:
     P = c.problem
     p, M = _np(P.p), P.M
     if c.integrator == "flow":
-        f = c.th.get("orthogonal_flow_margin")
-        if f is None:
-            return []
-        pred = _np(f(c.t[:, None], p[None, :], M))
+        pred = _np(th.orthogonal_flow_margin(c.t[:, None], p[None, :], M))
         how = "exact (Lambert W)"
     else:
-        f = c.th.get("orthogonal_gd_margin")
-        if f is None:
-            return []
         last = int(c.steps[-1])
-        pred = _np(f(last, c.eta, p, M))[np.asarray(c.steps, np.int64)]
+        pred = _np(th.orthogonal_gd_margin(last, c.eta, p, M))[np.asarray(c.steps, np.int64)]
         how = "exact (GD recursion)" if c.integrator != "sgd" else "GD recursion vs SGD"
     pred = np.broadcast_to(pred, c.margins.shape)
     rows = [Row.of(f"margin m({x}) at {c.when}", pred[-1, x], c.margins[-1, x], how) for x in _token_set(p)]
     rows.append(Row.worst("max over x, saved t of |m - m_theory|", pred, c.margins, how))
-    floss = c.th.get("orthogonal_loss")
-    if floss is not None:
-        rows.append(Row.of(f"loss at {c.when}", float(_np(floss(pred[-1], p, M))), float(_np(c.traj.loss)[c.n - 1]),
-                           "exact: loss of the predicted margins"))
-    rate = c.th.get("orthogonal_loss_asymptote")
-    if rate is not None and c.t[-1] > 0:
+    rows.append(Row.of(f"loss at {c.when}", float(_np(th.orthogonal_loss(pred[-1], p, M))),
+                       float(_np(c.traj.loss)[c.n - 1]), "exact: loss of the predicted margins"))
+    if c.t[-1] > 0:
         Np = int(np.sum(p > 0))
         eta = 1.0 if c.eta is None else c.eta
-        pred = float(_np(rate(float(c.t[-1]), Np, M, eta))) * c.eta_t  # L·ηt -> N(M-1)/M
+        pred = float(_np(th.orthogonal_loss_asymptote(float(c.t[-1]), Np, M, eta))) * c.eta_t  # L·ηt -> N(M-1)/M
         rows.append(Row.of("loss · ηt → N(M-1)/M", pred, float(_np(c.traj.loss)[c.n - 1]) * c.eta_t,
                            f"asymptotic, ηt={_tfmt(c.eta_t)}"))
     return rows
@@ -381,38 +346,30 @@ def _two_particles(c: _Context) -> list[Row]:
     L = _np(c.traj.loss)
     steps = np.asarray(c.steps)
     discrete = c.integrator in ("gd", "gd_weights")
+    forgets = bool(_np(th.two_particles_forgets(alpha, p1)))
     if discrete:
-        f = c.th.get("two_particles_gd_margins")
-        if f is not None:
-            pred = _np(f(int(steps[-1]), eta, alpha, p1))[steps.astype(np.int64)]
-            rows.append(Row.worst("max over x, saved steps of |m - m_theory|", pred, c.margins, "exact (margin map)"))
+        pred = _np(th.two_particles_gd_margins(int(steps[-1]), eta, alpha, p1))[steps.astype(np.int64)]
+        rows.append(Row.worst("max over x, saved steps of |m - m_theory|", pred, c.margins, "exact (margin map)"))
     if discrete and np.any(steps == 1):
         k = int(np.flatnonzero(steps == 1)[0])
-        f = c.th.get("two_particles_first_step")
-        if f is not None:
-            m1 = _np(f(eta, alpha, p1))
-            for x in range(2):
-                rows.append(Row.of(f"first-step margin m({x}) = η(p_x - α p_other)", m1[x], c.margins[k, x],
-                                   "exact, step 1"))
-        g = c.th.get("two_particles_forgets")
-        if g is not None:
-            rows.append(Row.of("a token is mispredicted after step 1 (α > p_rare/p_freq)", bool(_np(g(alpha, p1))),
-                               bool(np.any(c.margins[k] < 0)), "exact, step 1"))
+        m1 = _np(th.two_particles_first_step(eta, alpha, p1))
+        for x in range(2):
+            rows.append(Row.of(f"first-step margin m({x}) = η(p_x - α p_other)", m1[x], c.margins[k, x],
+                               "exact, step 1"))
+        rows.append(Row.of("a token is mispredicted after step 1 (α > p_rare/p_freq)", forgets,
+                           bool(np.any(c.margins[k] < 0)), "exact, step 1"))
     rare = 1 if p1 >= p2 else 0
-    g = c.th.get("two_particles_forgets")
-    if g is not None and c.integrator != "flow":
-        rows.append(Row.of(f"rare token's margin ever < 0 (saved rows to {c.when})", bool(_np(g(alpha, p1))),
+    if c.integrator != "flow":
+        rows.append(Row.of(f"rare token's margin ever < 0 (saved rows to {c.when})", forgets,
                            bool(np.any(c.margins[:, rare] < 0)), "first-step criterion; large lr can add dips"))
     t_last = float(c.t[-1])
     when = f"asymptotic, ηt={_tfmt(c.eta_t)}"
-    a = c.th.get("two_particles_margin_asymptote")
-    if a is not None and t_last > 0:
-        pred = _np(a(t_last, eta, alpha, p1))
+    if t_last > 0:
+        pred = _np(th.two_particles_margin_asymptote(t_last, eta, alpha, p1))
         for x in range(2):
             rows.append(Row.of(f"margin m({x}) ≈ log(2(1-α)η p_x t)", pred[x], c.margins[-1, x], when))
-    r = c.th.get("two_particles_loss_asymptote")
-    if r is not None and t_last > 0:
-        pred = float(_np(r(t_last, eta, alpha))) * c.eta_t  # L·ηt -> 1/(1-α)
+    if t_last > 0:
+        pred = float(_np(th.two_particles_loss_asymptote(t_last, eta, alpha))) * c.eta_t  # L·ηt -> 1/(1-α)
         rows.append(Row.of("loss · ηt → 1/(1-α)", pred, float(L[c.n - 1]) * c.eta_t, when))
     if p1 != p2 and p1 > 0 and p2 > 0:
         rows.append(Row.of("m(0) - m(1) → log(p1/p2)", math.log(p1 / p2), c.margins[-1, 0] - c.margins[-1, 1], when))
@@ -421,15 +378,13 @@ def _two_particles(c: _Context) -> list[Row]:
 
 def _separable(c: _Context) -> list[Row]:
     rows = []
-    f = c.th.get("max_margin")
-    if f is not None:
-        try:
-            mm = f(c.problem)
-        except ValueError:  # not separable after all (e.g. a zero input with p > 0)
-            mm = None
-        if mm is not None:
-            rows.append(Row.of("loss · ηt → ‖W_mm‖²", float(_np(mm.norm2)), float(_np(c.traj.loss)[c.n - 1]) * c.eta_t,
-                               f"asymptotic, slow (~1/log t), ηt={_tfmt(c.eta_t)}"))
+    try:
+        mm = th.max_margin(c.problem)
+    except ValueError:  # not separable after all (e.g. a zero input with p > 0)
+        mm = None
+    if mm is not None:
+        rows.append(Row.of("loss · ηt → ‖W_mm‖²", float(_np(mm.norm2)), float(_np(c.traj.loss)[c.n - 1]) * c.eta_t,
+                           f"asymptotic, slow (~1/log t), ηt={_tfmt(c.eta_t)}"))
     try:
         with np.errstate(all="ignore"):
             slope = log_slope(head(c.traj, c.n))
@@ -446,33 +401,24 @@ def _underparameterized(c: _Context) -> tuple[list[Row], bool]:
     P = c.problem
     L = float(_np(c.traj.loss)[c.n - 1])
     z = float(_np(c.traj.zero_one)[c.n - 1])
-    ce_f = c.th.get("ce_minimizer")
-    best_f = c.th.get("best_zero_one")
-    ce = None
-    if ce_f is not None:
-        try:
-            ce = ce_f(P)
-        except ValueError as e:
-            if "separable" in str(e):
-                return [], True
-            raise
-    best = best_f(P) if best_f is not None else None
+    try:
+        ce = th.ce_minimizer(P)
+    except ValueError as e:
+        if "separable" in str(e):
+            return [], True
+        raise
+    best = th.best_zero_one(P)
     conv = "if the run converged (small lr)"
-    if ce is not None:
-        rows.append(Row.of(f"loss at {c.when} → L(W_CE)", float(_np(ce.loss)), L, conv))
-        rows.append(Row.of(f"0-1 loss at {c.when} → L01(W_CE)", float(_np(ce.zero_one)), z, conv))
-    if best is not None:
-        how = "exact search: a lower bound" if best.exact else "best found by search (upper bound on the minimum)"
-        rows.append(Row.of("min over W of 0-1 loss (≤ simulated)", float(_np(best.zero_one)), z, how))
-    if ce is not None and best is not None:
-        rows.append(Row.of("gap 𝓔 = L01(W_CE) - min L01", float(_np(ce.zero_one)) - float(_np(best.zero_one)),
-                           z - float(_np(best.zero_one)), conv + ("" if best.exact else "; min from a search")))
-    if ce is not None and c.eta is not None and c.integrator in ("gd", "gd_weights"):
-        s = c.th.get("stability_ratio")
-        if s is not None:
-            ratio = float(_np(s(P, ce.scores, c.eta)))
-            # Settled: the last 10 saved rows agree to 1e-6 (a period-2 cycle or drift does not).
-            cyc = detect_cycle(head(c.traj, c.n), max_period=1, tol=1e-6, tail=min(c.n, 10))
-            rows.append(Row.of(f"GD settles (η λ_max(W_CE)/2 = {ratio:.3g} < 1)", ratio < 1, cyc is not None,
-                               "linear stability at W_CE, given enough steps"))
+    rows.append(Row.of(f"loss at {c.when} → L(W_CE)", float(_np(ce.loss)), L, conv))
+    rows.append(Row.of(f"0-1 loss at {c.when} → L01(W_CE)", float(_np(ce.zero_one)), z, conv))
+    how = "exact search: a lower bound" if best.exact else "best found by search (upper bound on the minimum)"
+    rows.append(Row.of("min over W of 0-1 loss (≤ simulated)", float(_np(best.zero_one)), z, how))
+    rows.append(Row.of("gap 𝓔 = L01(W_CE) - min L01", float(_np(ce.zero_one)) - float(_np(best.zero_one)),
+                       z - float(_np(best.zero_one)), conv + ("" if best.exact else "; min from a search")))
+    if c.eta is not None and c.integrator in ("gd", "gd_weights"):
+        ratio = float(_np(th.stability_ratio(P, ce.scores, c.eta)))
+        # Settled: the last 10 saved rows agree to 1e-6 (a period-2 cycle or drift does not).
+        cyc = detect_cycle(head(c.traj, c.n), max_period=1, tol=1e-6, tail=min(c.n, 10))
+        rows.append(Row.of(f"GD settles (η λ_max(W_CE)/2 = {ratio:.3g} < 1)", ratio < 1, cyc is not None,
+                           "linear stability at W_CE, given enough steps"))
     return rows, False

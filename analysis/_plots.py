@@ -258,7 +258,7 @@ def plot_landscape(ax, problem, extent=(-1.0, 1.0, -1.0, 1.0), grid: int = 50, t
     """
     ax = _axes(ax)
     g1, g2, ce, zo = landscape(problem, extent, grid)
-    shade = ax.pcolormesh(g1, g2, zo, cmap="Greys", vmin=0, vmax=1.6, shading="auto", alpha=0.7)
+    ax.pcolormesh(g1, g2, zo, cmap="Greys", vmin=0, vmax=1.6, shading="auto", alpha=0.7)
     cs = ax.contour(g1, g2, ce, levels=levels, cmap="viridis", linewidths=0.8)
     ax.clabel(cs, fontsize=6, fmt="%.2g")
     for i, (label, gam) in enumerate(trajectories):

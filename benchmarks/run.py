@@ -207,7 +207,6 @@ def case_structure(quick: bool):
 def case_flow(quick: bool):
     import diffrax
     import jax
-    import jax.numpy as jnp
     from scipy.integrate import solve_ivp
 
     import particles
@@ -232,17 +231,21 @@ def case_flow(quick: bool):
     class Budget(Exception):
         pass
 
+    def field(y, start):
+        """dS/dt of the flow in numpy, flattened; stops a solve that overruns its budget."""
+        if time.perf_counter() - start > budget:
+            raise Budget
+        S = y.reshape(n, n)
+        P = np.exp(S - S.max(1, keepdims=True))
+        P /= P.sum(1, keepdims=True)
+        return (-(G_E @ ((P - Y) * p[:, None]) @ G_U)).ravel()
+
     def solve(method, rtol, budget):
         start = time.perf_counter()
 
         # The same log-time ODE as particles.flow: s = log(1 + t), dS/ds = e^s dS/dt.
         def rhs(s, y):
-            if time.perf_counter() - start > budget:
-                raise Budget
-            S = y.reshape(n, n)
-            P = np.exp(S - S.max(1, keepdims=True))
-            P /= P.sum(1, keepdims=True)
-            return (-np.exp(s) * (G_E @ ((P - Y) * p[:, None]) @ G_U)).ravel()
+            return np.exp(s) * field(y, start)
 
         sol = solve_ivp(rhs, (0.0, np.log1p(t1)), np.zeros(n * n), method=method, rtol=rtol, atol=rtol)
         return time.perf_counter() - start, err(sol.y[:, -1].reshape(n, n)), sol.nfev
@@ -283,12 +286,7 @@ def case_flow(quick: bool):
         start = time.perf_counter()
 
         def rhs_t(t, y):
-            if time.perf_counter() - start > budget:
-                raise Budget
-            S = y.reshape(n, n)
-            P = np.exp(S - S.max(1, keepdims=True))
-            P /= P.sum(1, keepdims=True)
-            return (-(G_E @ ((P - Y) * p[:, None]) @ G_U)).ravel()
+            return field(y, start)
 
         sol = solve_ivp(rhs_t, (0.0, t1), np.zeros(n * n), method="DOP853", rtol=1e-8, atol=1e-8)
         t_naive = time.perf_counter() - start
@@ -333,14 +331,8 @@ def case_sharpness(quick: bool):
         t = best_time(lambda: _dense_hessian_lmax(prob), repeat=2, budget=20)
         rows.append(row("sharpness", f"dense d^2 x d^2 Hessian + eigvalsh, N=M=d={d}", t, "s",
                         note=f"baseline (the paper's approach); {d * d}^2 matrix; first call {t_first:.2f} s"))
-    try:
-        from particles.theory import sharpness  # noqa: F401
-    except ImportError:
-        sharpness = None
-    if sharpness is None:
-        rows.append(row("sharpness", "matrix-free lambda_max, N=M=d=1024", None, "s", target="<= 2 s, rel err <= 1e-8",
-                        note="pending particles.theory.sharpness"))
-        return rows
+    from particles.theory import sharpness
+
     d_small = 12 if quick else 32
     small = particles.random_sphere(jax.random.key(3), d_small, d_small, d_small)
     S0 = small.S0

@@ -253,16 +253,6 @@ class Clock:
         return time.perf_counter() - self.t0
 
 
-def lazy_import(name: str, what: str):
-    """Import a module that another part of the project provides; None (with a reason) if absent."""
-    import importlib
-
-    try:
-        return importlib.import_module(name), None
-    except ImportError as e:
-        return None, f"{what} is not available ({name}: {e})"
-
-
 def safe_call(fn, *args, **kwargs):
     """Call a helper from another part of the project; (result, None) or (None, reason)."""
     try:

@@ -410,10 +410,9 @@ def fig_memory(out, ctx):
 def fig_transformer(out, ctx):
     import numpy as np
 
-    mod, why = _cli.lazy_import("particles.transformer", "particles.transformer")
-    if mod is None or not hasattr(mod, "reproduce"):
-        raise _cli.UsageError("--figure", "transformer", why or "particles.transformer.reproduce is not available")
-    rep = mod.reproduce(out, quick=not ctx["full"], progress=ctx["bars"])
+    from particles import transformer
+
+    rep = transformer.reproduce(out, quick=not ctx["full"], progress=ctx["bars"])
     text = [f"particles.transformer.reproduce(quick={not ctx['full']}) in {rep.get('seconds', float('nan')):.1f} s. "
             "Claim: at large η the memory margins oscillate and the loss spikes, yet learning is faster.", "",
             "| run | η | final loss | induction accuracy | loss rises (>20%) | median W_O² margin | first bad step |",

@@ -178,12 +178,9 @@ def sharpness(problem, S) -> float:
 
 
 def regime_of(problem) -> str:
-    try:
-        from analysis import regimes
+    from analysis import regimes
 
-        found = regimes(problem)
-    except ImportError:
-        found = ()
+    found = regimes(problem)
     if "orthogonal" in found:
         return "orthogonal"
     if "underparameterized" in found:
@@ -203,7 +200,6 @@ def run_all(args, problem, lrs, bars, flow_pool=None):
     """(runs: {name: Trajectory}, lrs per run); GD rates in one vmapped call."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     import particles
 
@@ -261,18 +257,15 @@ def theory_overlay(problem, runs, run_lr):
     """Dashed theory curves for the margin panels: {label: (t, values (T, N))}."""
     import numpy as np
 
-    try:
-        from analysis import regimes
+    from analysis import regimes
+    from particles import theory
 
-        found = regimes(problem)
-        from particles import theory
-    except ImportError:
-        return None
+    found = regimes(problem)
     out = {}
     ref = next(iter(runs.values()))
     t = np.asarray(ref.t, np.float64)
     p = np.asarray(problem.p, np.float64)
-    if "orthogonal" in found and hasattr(theory, "orthogonal_flow_margin"):
+    if "orthogonal" in found:
         if "flow" in runs:
             tt, label = np.asarray(runs["flow"].t, np.float64), "flow theory (Lambert W)"
         else:
@@ -282,7 +275,7 @@ def theory_overlay(problem, runs, run_lr):
             m = np.asarray(theory.orthogonal_flow_margin(tt[:, None], p[None, :], problem.M))
         if np.all(np.isfinite(m)):
             out[label] = (tt if "flow" in runs else t, m)
-    elif "two_particles" in found and hasattr(theory, "two_particles_margin_asymptote"):
+    elif "two_particles" in found:
         lr = run_lr[next(iter(runs))] or 1.0
         corr = float(np.asarray(problem.G_E)[0, 1])
         tt = t[t > 0]
@@ -370,10 +363,9 @@ def _main(argv) -> int:
     runs, run_lr = run_all(args, problem, lrs, bars, flow_pool)
 
     # ---------------------------------------------------------- analysis
-    analysis, why = _cli.lazy_import("analysis", "the analysis package")
+    import analysis
+
     results, tables, notes = {}, {}, []
-    if why:
-        notes.append(why)
     failures = []
     for name, traj in runs.items():
         lr = run_lr[name]
@@ -385,7 +377,7 @@ def _main(argv) -> int:
         if failure:
             failures.append(failure)
             res["failure"] = failure
-        if analysis is not None and not failure:
+        if not failure:
             summ, err = _cli.safe_call(analysis.summarize, traj)
             if summ is not None:
                 res["summary"] = summ
@@ -396,7 +388,7 @@ def _main(argv) -> int:
             res["stability_ratio_start"] = lr * lam0 / 2
             res["stability_ratio_end"] = lr * lam_end / 2
             res["sharpness_end"] = lam_end
-        if analysis is not None and not failure:
+        if not failure:
             comp, err = _cli.safe_call(analysis.compare, problem, traj, lr=lr)
             if comp is not None:
                 kept = [r for r in comp.rows if not _has_nan(dataclasses.asdict(r))]
@@ -540,10 +532,8 @@ def _failure(name, traj):
 
 
 def _figure(problem, runs, run_lr, path, notes) -> bool:
-    analysis, why = _cli.lazy_import("analysis", "the analysis package (figures)")
-    if analysis is None:
-        notes.append(why)
-        return False
+    import analysis
+
     import dataclasses
 
     import numpy as np
