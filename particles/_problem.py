@@ -277,7 +277,7 @@ def _targets(targets, N: int, M: int, dtype) -> Array:
     t = targets
     if np.ndim(t) == 1:
         v.check_shape("targets", t, (N,))
-        if not jnp.issubdtype(jnp.asarray(t).dtype, jnp.integer):
+        if not jnp.issubdtype(getattr(t, "dtype", None) or np.asarray(t).dtype, jnp.integer):
             if not v.is_concrete(t):
                 raise ValueError("targets are traced floats: pass f*(x) as an integer array under jit/vmap.")
             arr = np.asarray(t)
@@ -288,6 +288,8 @@ def _targets(targets, N: int, M: int, dtype) -> Array:
             arr = np.asarray(t)
             if np.any(arr < 0) or np.any(arr >= M):
                 v.fail("targets", t, f"f*(x) must be integers in [0, {M}) (M={M})")
+        if v.is_concrete(t):  # numpy: eagerly, one_hot would compile a kernel
+            return jnp.asarray(np.eye(M)[np.asarray(t)], dtype)
         return jax.nn.one_hot(jnp.asarray(t), M, dtype=dtype)
     if np.ndim(t) == 2:
         v.check_shape("targets", t, (N, M))
@@ -364,13 +366,21 @@ def two_particles(corr: float | Array, p1: float | Array, *, dtype=None) -> Prob
 
 
 def equicorrelated(
-    n: int, corr: float | Array, p: Optional[ArrayLike] = None, m: Optional[int] = None, *, dtype=None
+    n: int,
+    corr: float | Array,
+    p: Optional[ArrayLike] = None,
+    m: Optional[int] = None,
+    *,
+    d: Optional[int] = None,
+    targets=None,
+    dtype=None,
 ) -> Problem:
     """n unit inputs with pairwise <e_x, e_x'> = corr, orthonormal outputs, f*(x) = x mod m.
 
-    The inputs are the rows of the symmetric square root of G_E = (1 - corr) I + corr 11^T
-    (so d = n); they exist for corr in [-1/(n-1), 1]. `p` defaults to Zipf(1), `m` to n.
-    U is the identity of size max(n, m) cut to m rows.
+    The inputs are the rows of the symmetric square root of G_E = (1 - corr) I + corr 11^T,
+    zero-padded to R^d (d defaults to max(n, m)); they exist for corr in [-1/(n-1), 1].
+    `p` defaults to Zipf(1), `m` to n, `targets` to x mod m. U is the identity of size d cut
+    to m rows.
     """
     n = v.check_count("n", n, 1)
     m = n if m is None else v.check_count("m", m, 1)
@@ -378,32 +388,39 @@ def equicorrelated(
     lo = -1.0 / (n - 1) if n > 1 else -1.0
     v.check_in_range("corr", corr, lo, 1.0)
     p = zipf(n, 1.0, dtype=dtype) if p is None else p
-    d = max(n, m)
-    E, G_E = _equicorrelated_geometry(jnp.asarray(corr, dtype), n, d)
-    U = jnp.eye(m, d, dtype=dtype)
+    d = max(n, m) if d is None else v.check_count("d", d, max(n, m))
+    targets = np.arange(n) % m if targets is None else targets
+    if v.is_concrete(corr):  # numpy for a number: no kernel to compile at start-up
+        E, G_E, U, G_U, S0, W0 = (jnp.asarray(a, dtype) for a in _equicorrelated_geometry(float(corr), n, m, d, np))
+    else:
+        parts = _equicorrelated_geometry_jit(jnp.asarray(corr, dtype), n, m, d)
+        E, G_E, U, G_U, S0, W0 = (a.astype(dtype) for a in parts)
     return Problem(
         p=_frequencies(p, n, dtype),
-        Y=_targets(np.arange(n) % m, n, m, dtype),
+        Y=_targets(targets, n, m, dtype),
         G_E=G_E,
-        G_U=jnp.eye(m, dtype=dtype),
-        S0=jnp.zeros((n, m), dtype),
+        G_U=G_U,
+        S0=S0,
         E=E,
         U=U,
-        W0=jnp.zeros((d, d), dtype),
+        W0=W0,
         structure_E="dense",
         structure_U="identity",
     )
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _equicorrelated_geometry(c, n: int, d: int):
-    """Rows of the symmetric square root a I + b 11^T of G_E = (1 - c) I + c 11^T, padded to
-    d columns, and G_E itself (exact). One compiled call: eager, each operation compiles."""
-    a = jnp.sqrt(jnp.maximum(1 - c, 0))
-    b = (jnp.sqrt(jnp.maximum(1 - c + n * c, 0)) - a) / n
-    eye, ones = jnp.eye(n, dtype=c.dtype), jnp.ones((n, n), c.dtype)
-    E = jnp.zeros((n, d), c.dtype).at[:, :n].set(a * eye + b * ones)
-    return E, (1 - c) * eye + c * ones
+def _equicorrelated_geometry(c, n: int, m: int, d: int, xp=jnp):
+    """E (rows of the symmetric square root a I + b 11^T of G_E = (1 - c) I + c 11^T, padded
+    to d columns), G_E, U, G_U, S0 and W0, with `xp` = numpy or jax.numpy."""
+    a = xp.sqrt(xp.maximum(1 - c, 0))
+    b = (xp.sqrt(xp.maximum(1 - c + n * c, 0)) - a) / n
+    eye, ones = xp.eye(n), xp.ones((n, n))
+    E = xp.concatenate([a * eye + b * ones, xp.zeros((n, d - n))], axis=1)
+    return E, (1 - c) * eye + c * ones, xp.eye(m, d), xp.eye(m), xp.zeros((n, m)), xp.zeros((d, d))
+
+
+# Traced corr (under jit/vmap): one compiled call, since eagerly each operation compiles.
+_equicorrelated_geometry_jit = jax.jit(_equicorrelated_geometry, static_argnums=(1, 2, 3))
 
 
 def random_sphere(

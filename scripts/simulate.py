@@ -133,7 +133,7 @@ def build_problem(args):
     else:
         corr = 0.0 if args.corr is None else args.corr
         d = args.d or max(n, m)
-        problem = equicorrelated_numpy(n, m, d, corr, p, targets)
+        problem = particles.equicorrelated(n, corr, p, m, d=d, targets=targets)
         geometry = f"equicorrelated inputs (corr={corr:g}), orthonormal outputs, d={d}"
     if args.dtype == "float32":
         import warnings
@@ -144,30 +144,6 @@ def build_problem(args):
         for w in caught:
             sys.stderr.write(f"warning: {w.message}\n")
     return problem, geometry
-
-
-def equicorrelated_numpy(n, m, d, corr, p, targets):
-    """`particles.equicorrelated` (padded to R^d, any targets) built in numpy.
-
-    The same vectors: rows of the symmetric square root of (1 - corr) I + corr 11^T. Built
-    without JAX operations because each eager op compiles on first use, and a dozen of them
-    cost the headline command about a second.
-    """
-    import jax.numpy as jnp
-    import numpy as np
-
-    import particles
-
-    a = np.sqrt(max(1.0 - corr, 0.0))
-    b = (np.sqrt(max(1.0 - corr + n * corr, 0.0)) - a) / n
-    E = np.zeros((n, d))
-    E[:, :n] = a * np.eye(n) + b * np.ones((n, n))
-    U = np.eye(m, d)
-    G_E = (1 - corr) * np.eye(n) + corr * np.ones((n, n))
-    Y = np.eye(m)[np.asarray(targets)]
-    f = lambda x: jnp.asarray(x, jnp.float64)
-    return particles.Problem(p=f(p), Y=f(Y), G_E=f(G_E), G_U=f(np.eye(m)), S0=f(np.zeros((n, m))), E=f(E), U=f(U),
-                             W0=f(np.zeros((d, d))), structure_E="dense", structure_U="identity")
 
 
 def sharpness(problem, S) -> float:

@@ -148,6 +148,9 @@ def test_equicorrelated_geometry():
     assert max_abs(problem.U @ problem.U.T, np.eye(3)) == 0
     assert list(np.asarray(problem.targets)) == [0, 1, 2, 0, 1]
     assert max_abs(problem.p, pt.zipf(5, 1.0)) == 0
+    padded = pt.equicorrelated(3, 0.4, d=6, targets=np.array([1, 1, 0]))
+    assert padded.E.shape == (3, 6) and max_abs(padded.E @ padded.E.T, padded.G_E) <= 1e-14
+    assert list(np.asarray(padded.targets)) == [1, 1, 0]
 
 
 def test_zipf():
