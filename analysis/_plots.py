@@ -220,10 +220,10 @@ def landscape(problem, extent=(-1.0, 1.0, -1.0, 1.0), grid: int = 50):
     """CE and 0-1 loss on a grid of the γ-plane: (g1, g2, ce, zero_one), each (grid, grid).
 
     Scores at γ are S[x] = (γ·e_x / 2, -γ·e_x / 2): with two classes the losses depend on
-    the score difference only. Ties go to class 0, as in `particles.zero_one`.
+    the score difference δ_x = γ·e_x only, CE = Σ_x p(x) log(1 + exp(∓δ_x)) (− for class 0).
+    Ties go to class 0, as in `particles.zero_one`. Computed in numpy: a new grid shape would
+    otherwise compile the observables again for each figure.
     """
-    import particles
-
     E = _two_class_inputs(problem)
     x0, x1, y0, y1 = (float(v) for v in extent)
     if not (x1 > x0 and y1 > y0):
@@ -232,10 +232,13 @@ def landscape(problem, extent=(-1.0, 1.0, -1.0, 1.0), grid: int = 50):
         raise ValueError(f"grid={grid!r} is not allowed: it must be an int >= 2.")
     g1, g2 = np.meshgrid(np.linspace(x0, x1, grid), np.linspace(y0, y1, grid))
     gam = np.stack([g1, g2], -1)
-    d = gam @ E.T  # (grid, grid, N)
-    S = np.stack([d / 2, -d / 2], -1)
-    ce = np.asarray(particles.loss(S, problem.p, problem.Y))
-    zo = np.asarray(particles.zero_one(S, problem.p, problem.Y))
+    delta = gam @ E.T  # (grid, grid, N): score of class 0 minus score of class 1
+    p = np.asarray(problem.p, np.float64)
+    first = np.asarray(problem.targets) == 0
+    margin = np.where(first, delta, -delta)
+    ce = np.logaddexp(0.0, -margin) @ p
+    wrong = np.where(first, delta < 0, delta >= 0)
+    zo = wrong.astype(np.float64) @ p
     return g1, g2, ce, zo
 
 
@@ -337,8 +340,8 @@ def figure_for_run(problem, trajectories: dict, theory: Optional[dict] = None, *
         raise ValueError("trajectories={} is not allowed: give at least one {label: Trajectory}.")
     planar = _is_planar(problem)
     ncols = 4 if planar else 3
-    fig = Figure(figsize=(4.2 * ncols, 3.8), layout="constrained")
-    axes = fig.subplots(1, ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.8))
+    axes = fig.subplots(1, ncols, gridspec_kw=dict(left=0.045, right=0.99, bottom=0.13, top=0.86, wspace=0.42))
     several = len(trajectories) > 1
     for i, (label, traj) in enumerate(trajectories.items()):
         color = OKABE_ITO[i % len(OKABE_ITO)] if several else None

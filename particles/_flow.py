@@ -130,18 +130,20 @@ def flow(
     solver = diffrax.Tsit5() if solver is None else solver
     if not isinstance(solver, diffrax.AbstractSolver):
         v.fail("solver", str(solver), "a diffrax solver instance such as diffrax.Tsit5()")
-    t1 = jnp.asarray(t1, dtype)
-    s1 = jnp.log1p(t1)
-    s_ts = jnp.minimum(jnp.log1p(jnp.asarray(ts, dtype)), s1)
+    # numpy when the times are known: eager jnp would compile a kernel per operation
+    xp = np if v.is_concrete((t1, ts)) else jnp
+    t1 = xp.asarray(t1, dtype)
+    s1 = xp.log1p(t1)
+    s_ts = xp.minimum(xp.log1p(xp.asarray(ts, dtype)), s1)
     args = (jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), solver, max_steps, save_scores)
     info = dict(integrator="flow", rtol=_num(rtol), atol=_num(atol), solver=type(solver).__name__,
                 structure=_structure_info(problem), dtype=str(dtype), log_time=True)
     if segments is not None or checkpoint is not None or resume is not None:
         return _segmented(problem, ts, s_ts, s1, args, info, segments or 20, checkpoint, resume, progress)
-    rows, final, status, stats = _solve(problem, problem.S0, jnp.zeros_like(s1), s1, s_ts, *args, progress)
+    rows, final, status, stats = _solve(problem, problem.S0, xp.zeros_like(s1), s1, s_ts, *args, progress)
     if v.is_concrete(stats):
         info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]))
-    return _flow_trajectory(jnp.asarray(ts, dtype), rows, final, status, info)
+    return _flow_trajectory(xp.asarray(ts, dtype), rows, final, status, info)
 
 
 def _flow_trajectory(ts, rows, final, status, info) -> Trajectory:

@@ -106,8 +106,7 @@ class _Stepper(eqx.Module):
         return _finite(state)
 
 
-@eqx.filter_jit
-def _run_chunk(stepper: _Stepper, carry, gaps, uniform: Optional[int]):
+def _scan_rows(stepper: _Stepper, carry, gaps, uniform: Optional[int]):
     """Advance `carry = (state, step, first_bad)` through `gaps`, observing after each gap.
 
     Finiteness is checked once per saved row, not per step (a full pass over the state that
@@ -138,15 +137,38 @@ def _run_chunk(stepper: _Stepper, carry, gaps, uniform: Optional[int]):
     return jax.lax.scan(row, carry, gaps)
 
 
+_run_chunk = eqx.filter_jit(_scan_rows)
+
+
+def _first_row(stepper: _Stepper, state) -> dict:
+    return jax.tree_util.tree_map(lambda a: a[None], stepper.observe(state))
+
+
 @eqx.filter_jit
 def _observe_start(stepper: _Stepper, state):
     """Row 0, compiled once: eagerly it would compile one kernel per operation."""
-    return jax.tree_util.tree_map(lambda a: a[None], stepper.observe(state))
+    return _first_row(stepper, state)
 
 
 @jax.jit
 def _concat(pieces):
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
+
+
+@eqx.filter_jit
+def _run_whole(stepper: _Stepper, state0, gaps, uniform: Optional[int]):
+    """A run without chunks (no progress bar, checkpoint or resume) as one compiled call.
+
+    Row 0, the scan and the joining of rows in one program: done separately, each small
+    operation would compile a kernel of its own (a tenth of a second in all, per call site).
+    """
+    carry, rows = _scan_rows(stepper, (state0, _int(0), _int(-1)), gaps, uniform)
+    rows = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), _first_row(stepper, state0), rows)
+    return carry, rows, _status(carry[2]), stepper.scores(carry[0])
+
+
+def _status(bad):
+    return (bad >= 0).astype(bad.dtype)
 
 
 def _int(x):
@@ -162,11 +184,11 @@ def _rows_of(traj: Trajectory) -> dict:
     return rows
 
 
-def _trajectory(problem, stepper, carry, rows, schedule, n_rows, info: dict) -> Trajectory:
+def _trajectory(problem, stepper, carry, rows, schedule, n_rows, info: dict, status=None, final=None) -> Trajectory:
     state, _, bad = carry
-    steps = jnp.asarray(schedule.steps[:n_rows])
+    steps = schedule.steps[:n_rows]  # numpy: known before the run, nothing to compile
     return Trajectory(
-        t=steps.astype(problem.dtype),
+        t=steps.astype(np.dtype(problem.dtype)),
         steps=steps,
         loss=rows["loss"],
         zero_one=rows["zero_one"],
@@ -174,8 +196,8 @@ def _trajectory(problem, stepper, carry, rows, schedule, n_rows, info: dict) -> 
         margins=rows["margins"],
         scores=rows.get("scores"),
         W=rows.get("W"),
-        final_scores=stepper.scores(state),
-        status=jnp.where(bad >= 0, 1, 0),
+        final_scores=stepper.scores(state) if final is None else final,
+        status=_status(bad) if status is None else status,
         first_bad_step=bad,
         info=tuple(info.items()),
     )
@@ -228,6 +250,9 @@ def _run(
     size (one compilation); after each chunk the trajectory so far is written atomically to
     `checkpoint`, so an interrupted run loses at most one chunk.
     """
+    if resume is None and not progress and checkpoint is None:
+        carry, rows, status, final = _run_whole(stepper, state0, schedule.gaps, schedule.uniform)
+        return _trajectory(problem, stepper, carry, rows, schedule, len(schedule.steps), info, status, final)
     carry, rows, done = _start(problem, stepper, state0, schedule, info, resume)
     gaps = schedule.gaps[done - 1 :]
     n = len(gaps)
@@ -263,10 +288,21 @@ def _batched_over_lr(fn, lr, resume=None, checkpoint=None, progress=False, **kw)
         raise ValueError("resume=, checkpoint= and progress= take one learning rate, not a batch "
                          f"(lr has shape {np.shape(lr)}); run the rates one at a time for those.")
     lrs = jnp.asarray(lr)
-    traj = jax.vmap(lambda l: fn(l, **kw))(lrs)
+    rows = {}
+
+    def one(l):
+        # The saved steps are numpy, the same for every rate: set them after the vmap rather
+        # than let it broadcast them eagerly (a compiled kernel each).
+        traj = fn(l, **kw)
+        rows["t"], rows["steps"] = traj.t, traj.steps
+        return dataclasses.replace(traj, t=None, steps=None)
+
+    traj = jax.vmap(one)(lrs)
+    K = lrs.shape[0]
+    t, steps = (np.broadcast_to(rows[k], (K,) + np.shape(rows[k])).copy() for k in ("t", "steps"))
     info = dict(traj.info)
     info["lr"] = tuple(float(x) for x in np.asarray(lrs)) if v.is_concrete(lrs) else "batched"
-    return dataclasses.replace(traj, info=tuple(info.items()))
+    return dataclasses.replace(traj, t=t, steps=steps, info=tuple(info.items()))
 
 
 def _lr_info(lr):

@@ -195,8 +195,11 @@ def sharpness(
     iters = v.check_count("iters", iters, 1)
     restarts = v.check_count("restarts", restarts, 1)
     v.check_positive("tol", tol)
-    key = jax.random.PRNGKey(0) if key is None else key
-    v0 = jax.random.normal(key, (problem.N, problem.M), S.dtype)
+    if method == "lanczos":
+        key = jax.random.PRNGKey(0) if key is None else key
+        v0 = jax.random.normal(key, (problem.N, problem.M), S.dtype)
+    else:
+        v0 = None  # the dense path needs no start vector (and drawing one compiles a kernel)
     return _sharpness(problem, S, v0, jnp.asarray(tol, S.dtype), method, min(iters, problem.N * problem.M), restarts)
 
 
