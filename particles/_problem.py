@@ -7,7 +7,6 @@ is fully described by p, Y, G_E = E E^T, G_U = U U^T and the initial scores S0.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import Literal, Optional
 
