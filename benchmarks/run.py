@@ -449,10 +449,22 @@ def case_startup(quick: bool):
         rows.append(row("startup", "python scripts/simulate.py --n 2 --corr 0.3 --no-plot", None, "s",
                         target="<= 3 s", note="skipped in --quick"))
     elif script.exists():
-        t, res = wall([py, str(script), "--n", "2", "--corr", "0.3", "--no-plot"])
-        ok = res.returncode == 0
-        rows.append(row("startup", "python scripts/simulate.py --n 2 --corr 0.3 --no-plot", t, "s", target="<= 3 s",
-                        met=bool(ok and t <= 3), note="" if ok else f"exit {res.returncode}: {res.stderr[-200:]}"))
+        import tempfile
+
+        # The headline command (issue: under 5 s with its figure) and its --no-plot variant,
+        # best of 3 fresh processes each.
+        for extra, target, limit in (([], "<= 5 s", 5.0), (["--no-plot"], "<= 3 s", 3.0)):
+            best, failed = float("inf"), None
+            for _ in range(reps):
+                with tempfile.TemporaryDirectory() as tmp:
+                    t, res = wall([py, str(script), "--n", "2", "--corr", "0.3", "--out", tmp, "--quiet", *extra])
+                if res.returncode != 0:
+                    failed = f"exit {res.returncode}: {res.stderr[-200:]}"
+                    break
+                best = min(best, t)
+            name = "python scripts/simulate.py --n 2 --corr 0.3" + "".join(" " + e for e in extra)
+            rows.append(row("startup", name, None if failed else best, "s", target=target,
+                            met=bool(not failed and best <= limit), note=failed or f"best of {reps}"))
     else:
         rows.append(row("startup", "python scripts/simulate.py --n 2 --corr 0.3 --no-plot", None, "s",
                         target="<= 3 s", note="pending: scripts/simulate.py does not exist yet"))

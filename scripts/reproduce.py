@@ -407,6 +407,13 @@ def fig_memory(out, ctx):
     return files, text, nums
 
 
+def _steps(steps, most: int = 6) -> str:
+    if not steps:
+        return "none"
+    shown = ", ".join(str(k) for k in steps[:most])
+    return shown + (f", … ({len(steps)})" if len(steps) > most else "")
+
+
 def fig_transformer(out, ctx):
     import numpy as np
 
@@ -415,14 +422,16 @@ def fig_transformer(out, ctx):
     rep = transformer.reproduce(out, quick=not ctx["full"], progress=ctx["bars"])
     text = [f"particles.transformer.reproduce(quick={not ctx['full']}) in {rep.get('seconds', float('nan')):.1f} s. "
             "Claim: at large η the memory margins oscillate and the loss spikes, yet learning is faster.", "",
-            "| run | η | final loss | induction accuracy | loss rises (>20%) | median W_O² margin | first bad step |",
-            "|---|---|---|---|---|---|---|"]
+            "| run | η | final loss | induction accuracy | loss spikes (steps) | W_O² margin jumps (steps) | "
+            "median W_O² margin | first bad step |",
+            "|---|---|---|---|---|---|---|---|"]
     agree = []
     for name, r in rep.get("runs", {}).items():
         for res in r.get("results", []):
             bad = res.get("first_bad_step", -1)
             text.append(f"| {name} | {res['lr']:g} | {_fmt(res['final_loss'])} | {_fmt(res['final_induction_accuracy'])} "
-                        f"| {res['loss_rises']} | {_fmt(res['median_margin_O'])} | {'none' if bad < 0 else bad} |")
+                        f"| {_steps(res['spikes'])} | {_steps(res['margin_jumps'])} | {_fmt(res['median_margin_O'])} "
+                        f"| {'none' if bad < 0 else bad} |")
         for a in r.get("agreement") or []:
             agree.append((name, a))
     if agree:
@@ -442,19 +451,34 @@ def fig_transformer(out, ctx):
             continue
         lo, hi = min(res, key=lambda x: x["lr"]), max(res, key=lambda x: x["lr"])
         faster = hi["final_loss"] < lo["final_loss"]
-        more_rises = hi["loss_rises"] > lo["loss_rises"]
         text.append(f"- {name}: learning is {'faster' if faster else 'not faster'} at the largest η "
                     f"(final loss {_fmt(hi['final_loss'])} at η = {hi['lr']:g} vs {_fmt(lo['final_loss'])} at "
-                    f"η = {lo['lr']:g}): {'matches' if faster else 'does not match'} the paper; loss rises "
-                    f"{lo['loss_rises']} → {hi['loss_rises']} ({'more' if more_rises else 'not more'} at large η; "
-                    "with small batches most rises are minibatch noise).")
+                    f"η = {lo['lr']:g}): {'matches' if faster else 'does not match'} the paper.")
+        spikes, jumps = hi["spikes"], hi["margin_jumps"]
+        # A spike "comes with" a margin jump when the memory moved within two steps before it.
+        paired = [k for k in spikes if any(0 <= k - j <= 2 for j in jumps)]
+        quiet = [r["lr"] for r in res if not r["spikes"]]
+        if spikes:
+            text.append(f"- {name}: at η = {hi['lr']:g}, {len(spikes)} loss spike(s) (loss > 3× its running median) at "
+                        f"step(s) {_steps(spikes)}, {len(paired)} of them right after a jump of the W_O² margins: "
+                        "the paper's oscillating margins and loss spikes at large η"
+                        + (f"; none at η = {', '.join(f'{x:g}' for x in quiet)}." if quiet else "."))
+        else:
+            text.append(f"- {name}: no loss spike (loss > 3× its running median) at η = {hi['lr']:g} in this run: "
+                        "the paper's spikes at large η are not seen here.")
     corr = [a["margin_corr"] for _, a in agree if np.isfinite(a["margin_corr"])]
     if corr:
         text.append(f"- The particle prediction follows the W_O² margins with correlation {min(corr):.2f}–{max(corr):.2f}, "
-                    "best at small η; the Transformer's rises are not reproduced by the (noise-free) particle GD.")
-    text.append("- Not reproduced: `--train all6` (every matrix trainable) diverges at the paper's η; `--train all` "
-                "trains W_K¹, W_K², W_O² as the authors' code does. Ideal memories at d = 64 reach ~0.65 induction "
-                "accuracy (residual-stream cross-talk).")
+                    "best at small η. The particle GD runs on the population loss of a fixed pool of positions: it "
+                    "has no minibatch noise, shows no spike, and its loss keeps falling below the Transformer's "
+                    "(which is measured on fresh batches).")
+    text.append("- Not reproduced: `--train all6` (all six matrices trainable) diverges at η ≥ 5 (loss above 1e5 "
+                "within 4 steps, in float32 and in float64; at η = 2 float64 stays finite for 40 steps, float32 not), "
+                "so `--train all` trains W_K¹, W_K², W_O² as the authors' code does.")
+    text.append("- The outer-product memories of Bietti et al. give 0.45 induction accuracy at d = 64, T = 256 "
+                "(0.61 once the two key memories are refined; cross-talk in the residual stream), against > 0.95 at "
+                "d = 256, T = 64 (tests/test_transformer.py). In wo2 the trained W_O² reaches the accuracy in the "
+                "table above.")
     files = [os.path.basename(f) for f in rep.get("figures", [])]
     return files, text, {k: v for k, v in rep.items() if k != "figures"}
 

@@ -260,6 +260,25 @@ def test_spike_steps():
     assert pt.spike_steps(np.array([1.0, 0.5, 0.9, 0.8, 0.81, 2.0])).tolist() == [2, 5]
 
 
+def test_large_spikes_ignore_noise_and_merge_runs():
+    rng = np.random.default_rng(0)
+    loss = 1.0 + 0.5 * rng.random(60)  # noise: at most 1.5x the median, never 3x
+    assert pt.large_spikes(loss).size == 0
+    loss[30:33] = 10.0  # one spike lasting three steps
+    loss[50] = 10.0
+    loss[5] = 100.0  # inside the first window: no history, not a spike
+    assert pt.large_spikes(loss).tolist() == [30, 50]
+
+
+def test_margin_jumps():
+    m = np.ones((12, 3)) * np.array([1.0, 2.0, 4.0])
+    m[:3] = 0.0  # the fast initial phase (skipped)
+    m[8:, 0] = 2.5  # token 0 moves by 1.5 > 0.25 * max |m| = 1 between steps 7 and 8
+    m[10:, 1] = 2.5  # a move of 0.5 < 1: not a jump
+    assert pt.margin_jumps(m).tolist() == [7]
+    assert pt.margin_jumps(m, skip=0).tolist() == [2, 7]
+
+
 def test_script_end_to_end(tmp_path):
     mod = _script()
     out = tmp_path / "run"

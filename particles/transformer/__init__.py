@@ -28,6 +28,8 @@ from ._model import (
 )
 from ._predict import (
     agreement as agreement,
+    large_spikes as large_spikes,
+    margin_jumps as margin_jumps,
     memory_problem as memory_problem,
     pool_problem as pool_problem,
     predict as predict,

@@ -122,6 +122,36 @@ def spike_steps(loss: np.ndarray, rel: float = 0.05, abs_tol: float = 1e-3) -> n
     return np.nonzero(up)[0] + 1
 
 
+def large_spikes(loss: np.ndarray, factor: float = 3.0, window: int = 20) -> np.ndarray:
+    """Steps where a loss spike starts: loss[k] > factor * median(loss[k - window : k]).
+
+    Robust to minibatch noise (a batch rarely triples the recent median loss), unlike
+    [`spike_steps`][]. Consecutive such steps are one spike, reported at its first step; the
+    first `window` steps (no history yet) are never spikes.
+    """
+    loss = np.asarray(loss, np.float64)
+    hot = np.zeros(loss.shape, bool)
+    for k in range(window, len(loss)):
+        hot[k] = loss[k] > factor * np.median(loss[k - window : k])
+    start = hot & ~np.concatenate([[False], hot[:-1]])
+    return np.nonzero(start)[0]
+
+
+def margin_jumps(margins: np.ndarray, rel: float = 0.25, skip: int = 5) -> np.ndarray:
+    """Steps k where some token's margin moves by more than `rel` * max_x |m_k(x)| in one step.
+
+    `margins` (S, N); the first `skip` steps (the fast initial phase) are ignored. A jump
+    followed by a slow relaxation is the oscillation of the paper's large-η memories.
+    """
+    m = np.asarray(margins, np.float64)
+    if len(m) < 2:
+        return np.zeros(0, np.int64)
+    scale = np.max(np.abs(m[:-1]), axis=1)
+    big = np.any(np.abs(np.diff(m, axis=0)) > rel * scale[:, None], axis=1)
+    big[:skip] = False
+    return np.nonzero(big)[0]
+
+
 def agreement(train_out: dict, pred: dict, lrs, *, window: int = 2) -> list:
     """Per step size: how well the particle prediction tracks the Transformer.
 

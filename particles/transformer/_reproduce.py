@@ -13,7 +13,7 @@ from . import _predict, _train
 
 # Quick settings: both modes together in under 3 minutes on 2 CPU cores (measured 108 s wall,
 # 59 s CPU on a shared machine: wo2 81 s including the key-memory refinement, all 23 s).
-QUICK = dict(wo2=dict(steps=60, batch=16, ds=(64,)), all=dict(steps=60, batch=4, ds=(64,)))
+QUICK = dict(wo2=dict(steps=200, batch=128, ds=(64,)), all=dict(steps=200, batch=32, ds=(64,)))
 # The paper's runs. Expected time on 2 CPU cores (float32): wo2 ~15 min, all ~3 h (d=128
 # costs ~2x d=64); a GPU brings both to minutes.
 FULL = dict(wo2=dict(steps=2000, batch=16, ds=(64,)), all=dict(steps=2000, batch=16, ds=(64, 128)))
@@ -56,6 +56,8 @@ def summary(run: dict) -> dict:
             final_loss=float(np.mean(out["loss"][i][last])),
             final_all_loss=float(np.mean(out["all_loss"][i][last])),
             loss_rises=int(_predict.spike_steps(out["loss"][i], rel=0.2).size),
+            spikes=_predict.large_spikes(out["loss"][i]).tolist(),
+            margin_jumps=_predict.margin_jumps(out["margins_O"][i]).tolist(),
             final_induction_accuracy=float(np.mean(out["induction_accuracy"][i][last])),
             final_probe_loss=float(out["probe_loss"][i][-1]),
             min_margin_O=float(np.min(out["margins_O"][i][-1])),

@@ -29,7 +29,7 @@ class Config:
     - `train`: "wo2" (only W_O^2 learns; the other matrices are the ideal memories of
       [`ideal_weights`][], refined, W_O^2 starts at 0), "all" (the authors' trainable set
       W_K^1, W_K^2, W_O^2 learns from torch-like init; W_V^1, W_O^1, W_V^2 stay random) or
-      "all6" (all six matrices learn; diverges within ~10 steps at eta >= 2).
+      "all6" (all six matrices learn; diverges within 4 steps at eta >= 5).
     - `d`: embedding dimension; `lrs`: the SGD step sizes, run side by side on the same
       batches; `steps`; `batch` (sequences per step); `seq_len` (T); `seed`.
     - `N` (vocabulary), `n_triggers` (K), `pool`, `text` (a text file for character-level
