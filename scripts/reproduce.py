@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Regenerate the paper's experiments (paper-notes §4) into figures/, with figures/REPORT.md.
 
-    python scripts/reproduce.py --all              # experiments 1-7 (about a minute on 2 cores)
+    python scripts/reproduce.py --all              # experiments 1-7 (about 3 minutes on 2 cores, 2.5 of them the Transformers)
     python scripts/reproduce.py --figure spike     # one of them
     python scripts/reproduce.py --figure transformer   # 7: particles.transformer.reproduce
 
