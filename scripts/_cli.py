@@ -237,9 +237,9 @@ def save_figure(fig, path: str, *, check: Optional[Iterable] = None, dpi: int = 
         if not np.all(np.isfinite(np.asarray(a, dtype=float))):
             raise NumericalError(f"refusing to write {path}: its data holds NaN or inf")
     fmt = os.path.splitext(path)[1].lstrip(".") or "png"
-    # A figure with a layout engine already fits its labels; "tight" would draw it twice.
-    bbox = None
-    _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches=bbox), "." + fmt)
+    # Every figure of the scripts lays itself out (a layout engine, or fixed margins for
+    # `analysis.figure_for_run`); bbox_inches="tight" would draw it a second time.
+    _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), "." + fmt)
 
 
 # ------------------------------------------------------- config, versions

@@ -137,8 +137,10 @@ def large_spikes(loss: np.ndarray, factor: float = 3.0, window: int = 20) -> np.
     """
     loss = np.asarray(loss, np.float64)
     hot = np.zeros(loss.shape, bool)
-    for k in range(window, len(loss)):
-        hot[k] = loss[k] > factor * np.median(loss[k - window : k])
+    if len(loss) > window:
+        # row j is loss[j : j + window], the history of step j + window
+        past = np.median(np.lib.stride_tricks.sliding_window_view(loss[:-1], window), axis=1)
+        hot[window:] = loss[window:] > factor * past
     start = hot & ~np.concatenate([[False], hot[:-1]])
     return np.nonzero(start)[0]
 
