@@ -261,8 +261,14 @@ class Clock:
 
 
 def safe_call(fn, *args, **kwargs):
-    """Call a helper from another part of the project; (result, None) or (None, reason)."""
+    """Call a helper from another part of the project; (result, None) or (None, reason).
+
+    With `PARTICLES_STRICT=1` (set by the test suite) the exception propagates instead, so
+    that a bug in `analysis` fails the tests rather than becoming a note in a summary.
+    """
     try:
         return fn(*args, **kwargs), None
-    except Exception as e:  # a missing or broken optional piece must not sink the run
+    except Exception as e:  # a broken analysis must not sink the run's results
+        if os.environ.get("PARTICLES_STRICT") == "1":
+            raise
         return None, f"{getattr(fn, '__name__', fn)} failed: {type(e).__name__}: {_one_line(str(e))[:200]}"

@@ -8,6 +8,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PARTICLES_QUIET", "1")
+os.environ.setdefault("PARTICLES_STRICT", "1")  # analysis errors in the scripts fail tests
 
 import jax  # noqa: E402
 
