@@ -83,28 +83,15 @@ def run_main(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
     prog = os.path.basename(sys.argv[0]) or "particles"
     try:
         code = main(argv)
-    except UsageError as e:
+    except (UsageError, NumericalError, ValueError) as e:
+        # The library validates its inputs eagerly and names the argument in a ValueError.
         if debug:
             traceback.print_exc()
-        sys.stderr.write(f"{prog}: error: {e}\n")
-        code = EXIT_USAGE
-    except NumericalError as e:
-        if debug:
-            traceback.print_exc()
-        sys.stderr.write(f"{prog}: numerical failure: {e}\n")
-        code = EXIT_NUMERICAL
-    except Interrupted as e:
-        sys.stderr.write(f"{prog}: {e}\n")
+        what, code = ("numerical failure", EXIT_NUMERICAL) if isinstance(e, NumericalError) else ("error", EXIT_USAGE)
+        sys.stderr.write(f"{prog}: {what}: {_one_line(str(e))}\n")
+    except (Interrupted, KeyboardInterrupt) as e:
+        sys.stderr.write(f"{prog}: {e if isinstance(e, Interrupted) else 'interrupted'}\n")
         code = EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        code = EXIT_INTERRUPTED
-    except ValueError as e:
-        # The library validates its inputs eagerly and names the argument in the message.
-        if debug:
-            traceback.print_exc()
-        sys.stderr.write(f"{prog}: error: {_one_line(str(e))}\n")
-        code = EXIT_USAGE
     sys.stdout.flush()
     sys.stderr.flush()
     if fast_exit:
