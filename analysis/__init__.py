@@ -1,4 +1,4 @@
-"""analysis: theory against simulation, detectors of events in runs, and plots.
+"""particles.analysis: theory against simulation, detectors of events in runs, and plots.
 
 - Detectors read one [`particles.Trajectory`][]: [`loss_spikes`][], [`sign_flips`][],
   [`oscillations`][], [`first_full_accuracy`][], [`detect_cycle`][], [`log_slope`][],
@@ -9,13 +9,22 @@
   [`plot_sharpness`][], [`figure_for_run`][].
 """
 
-from ._compare import Comparison as Comparison, Row as Row, compare as compare, regimes as regimes
+from ._animate import animate as animate
+from ._compare import (
+    Comparison as Comparison,
+    Row as Row,
+    compare as compare,
+    describe_regime as describe_regime,
+    regimes as regimes,
+)
 from ._detectors import (
     Cycle as Cycle,
     NonFiniteWarning as NonFiniteWarning,
     Spike as Spike,
     detect_cycle as detect_cycle,
+    events as events,
     first_full_accuracy as first_full_accuracy,
+    full_accuracy_from as full_accuracy_from,
     log_slope as log_slope,
     loss_spikes as loss_spikes,
     oscillations as oscillations,
@@ -24,7 +33,6 @@ from ._detectors import (
 )
 from ._plots import (
     OKABE_ITO as OKABE_ITO,
-    figure_for_run as figure_for_run,
     gamma_of_margins as gamma_of_margins,
     gamma_of_scores as gamma_of_scores,
     landscape as landscape,
@@ -32,4 +40,13 @@ from ._plots import (
     plot_losses as plot_losses,
     plot_margins as plot_margins,
     plot_sharpness as plot_sharpness,
+    representative_tokens as representative_tokens,
+)
+from ._phase import phase_diagrams as phase_diagrams
+from ._figure import (
+    FLOW_TIME as FLOW_TIME,
+    figure_for_run as figure_for_run,
+    is_planar as is_planar,
+    label_runs as label_runs,
+    theory_curves as theory_curves,
 )

@@ -22,7 +22,7 @@ import numpy as np
 
 from particles import theory as th
 
-from ._detectors import _plain, detect_cycle, finite_rows, head, log_slope, times
+from ._detectors import detect_cycle, finite_rows, head, log_slope, plain, times
 
 __all__ = ["Row", "Comparison", "compare", "regimes"]
 
@@ -72,7 +72,7 @@ class Row:
         return cls(quantity, 0.0, float(err.max()), float(err.max()), rel, holds)
 
     def to_json(self) -> dict:
-        return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
 
 def _fmt(x) -> str:
@@ -422,3 +422,17 @@ def _underparameterized(c: _Context) -> tuple[list[Row], bool]:
         rows.append(Row.of(f"GD settles (η λ_max(W_CE)/2 = {ratio:.3g} < 1)", ratio < 1, cyc is not None,
                            "linear stability at W_CE, given enough steps"))
     return rows, False
+
+
+def describe_regime(problem) -> str:
+    """The regime of `problem` in a few words (the most specific of [`regimes`][])."""
+    found = regimes(problem)
+    if "orthogonal" in found:
+        return "orthogonal"
+    if "two_particles" in found:
+        return "two particles (the paper's 2-D system)"
+    if "underparameterized" in found:
+        return "underparameterized (d < N: finite cross-entropy minimizer)"
+    if "separable" in found:
+        return "separable (correlated inputs of full rank: margins grow like log t)"
+    return "/".join(found) or "unknown"

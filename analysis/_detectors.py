@@ -1,10 +1,11 @@
-"""Detectors: read the events of one run (loss spikes, forgotten tokens, cycles) off a Trajectory.
+"""Detectors: the events of one saved run, read off a Trajectory with `particles.events`.
 
-Every detector takes an unbatched [`particles.Trajectory`][] (index a batched one first,
-`traj[k]`) and returns numpy values. Rows are read in order up to the first non-finite row
-(NaN/inf loss, or NaN/inf margins when M > 1): a diverged run is analysed on its finite
-prefix, and the detector warns with a [`NonFiniteWarning`][] naming the step where it
-stopped.
+Every count here is the event of `particles.events` (the same reducer the sweeps run on
+every step), folded over the saved rows with the run's resolution
+(`particles.events.tolerances_of`: float ulps for GD, the solver's tolerances for the
+flow). Each detector takes an unbatched [`particles.Trajectory`][] (index a batch first,
+`traj[k]`) and returns numpy values or plain Python. Rows are read up to the first
+non-finite row, with a [`NonFiniteWarning`][] naming the step where the analysis stopped.
 """
 
 from __future__ import annotations
@@ -16,18 +17,10 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = [
-    "NonFiniteWarning",
-    "Spike",
-    "Cycle",
-    "loss_spikes",
-    "sign_flips",
-    "oscillations",
-    "first_full_accuracy",
-    "detect_cycle",
-    "log_slope",
-    "summarize",
-]
+from particles import events as ev
+
+__all__ = ["NonFiniteWarning", "Spike", "Cycle", "events", "loss_spikes", "sign_flips", "oscillations",
+           "first_full_accuracy", "full_accuracy_from", "detect_cycle", "log_slope", "summarize"]
 
 
 class NonFiniteWarning(UserWarning):
@@ -36,10 +29,10 @@ class NonFiniteWarning(UserWarning):
 
 @dataclasses.dataclass(frozen=True)
 class Spike:
-    """One loss spike: a run of consecutive saved rows where the loss increases.
+    """One loss spike: a maximal run of saved rows where the loss increases.
 
     - `step`: the step (time, for `flow`) of the first row whose loss is above the row before.
-    - `height`: the absolute rise, loss at the peak minus loss just before the rise.
+    - `height`: the rise, loss at the peak minus loss just before the rise.
     - `relative`: `height` divided by the loss just before the rise.
     - `peak_step`: the step (time) of the highest row of the spike.
     """
@@ -50,7 +43,7 @@ class Spike:
     peak_step: float
 
     def to_json(self) -> dict:
-        return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +51,12 @@ class Cycle:
     """A periodic end of a run: the last rows repeat with `period` saved rows.
 
     - `period`: the period in saved rows (1 means a fixed point: the run has converged).
-      With rows saved every k steps, the period in steps divides `period * k`.
-    - `period_steps`: the period in steps (time, for `flow`) when the saved rows are evenly
+    - `period_steps`: the period in steps (time, for `flow`) when the rows are evenly
       spaced, else `None`.
-    - `start`: the step (time) of the first row of the tail where the repetition was checked.
-    - `margins`: the margins over one period, shape (period, N).
-    - `loss`: the loss over one period, shape (period,).
-    - `amplitude`: the largest spread max - min of a margin over the period (0 for a fixed point).
-    - `error`: the largest mismatch |v[i] - v[i - period]| seen in the tail (<= the tolerance).
+    - `start`: the step (time) of the first row of the tail that was checked.
+    - `margins`: the margins over one period, shape (period, N); `loss`: shape (period,).
+    - `amplitude`: the largest spread max − min of a margin over the period.
+    - `error`: the largest mismatch |v[i] − v[i − period]| seen in the tail.
     """
 
     period: int
@@ -77,25 +68,21 @@ class Cycle:
     error: float
 
     def to_json(self) -> dict:
-        return {
-            "period": self.period,
-            "period_steps": _plain(self.period_steps),
-            "start": _plain(self.start),
-            "margins": _plain(self.margins),
-            "loss": _plain(self.loss),
-            "amplitude": _plain(self.amplitude),
-            "error": _plain(self.error),
-        }
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
 
 # ------------------------------------------------------------------ helpers
-def _plain(x):
+def plain(x):
     """Python scalars/lists for JSON; non-finite floats become the strings 'nan', 'inf', '-inf'."""
     if x is None or isinstance(x, (bool, str)):
         return x
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray) and x.ndim == 0:
+        return plain(x.item())
     if isinstance(x, (np.ndarray, list, tuple)):
-        return [_plain(v) for v in np.asarray(x).tolist()] if isinstance(x, np.ndarray) else [_plain(v) for v in x]
-    if isinstance(x, (np.bool_,)):
+        return [plain(v) for v in (x.tolist() if isinstance(x, np.ndarray) else x)]
+    if isinstance(x, np.bool_):
         return bool(x)
     if isinstance(x, (int, np.integer)):
         return int(x)
@@ -105,10 +92,8 @@ def _plain(x):
 
 def _check_unbatched(traj, who: str) -> None:
     if np.ndim(traj.loss) != 1:
-        raise ValueError(
-            f"traj has batch shape {tuple(np.shape(traj.loss)[:-1])}; {who} takes one run: "
-            "index the batch first (traj[k])."
-        )
+        raise ValueError(f"traj has batch shape {tuple(np.shape(traj.loss)[:-1])}; {who} takes one run: "
+                         "index the batch first (traj[k]).")
 
 
 def times(traj) -> np.ndarray:
@@ -119,25 +104,24 @@ def times(traj) -> np.ndarray:
 def finite_rows(traj, who: str = "analysis", warn: bool = True) -> tuple[int, Optional[float]]:
     """Number of leading finite rows, and the step (time) of the first bad row (or None).
 
-    A row is bad when its loss is not finite, or (with M > 1 classes) a margin is not finite.
-    With M = 1 margins are +inf by definition and only NaN counts as bad.
+    A row is bad when its loss or a margin is not finite (with M = 1 margins are +inf by
+    definition and only NaN counts).
     """
     _check_unbatched(traj, who)
     loss = np.asarray(traj.loss, np.float64)
     m = np.asarray(traj.margins, np.float64)
+    good = np.isfinite(loss) & np.all(~np.isnan(m) & (m > -np.inf), axis=-1)
     M = np.shape(traj.final_scores)[-1]
-    good = np.isfinite(loss) & (np.all(np.isfinite(m), axis=-1) if M > 1 else ~np.any(np.isnan(m), axis=-1))
+    if M > 1:
+        good &= np.all(np.isfinite(m), axis=-1)
     bad = np.flatnonzero(~good)
     if bad.size == 0:
         return len(loss), None
     n = int(bad[0])
-    at = _plain(times(traj)[n])
+    at = plain(times(traj)[n])
     if warn:
-        warnings.warn(
-            f"{who}: non-finite values from step {at} (row {n}); analysing the {n} rows before it.",
-            NonFiniteWarning,
-            stacklevel=3,
-        )
+        warnings.warn(f"{who}: non-finite values from step {at} (row {n}); analysing the {n} rows before it.",
+                      NonFiniteWarning, stacklevel=3)
     return n, at
 
 
@@ -156,119 +140,101 @@ class head:
         return value
 
 
-def _prefix(traj, who: str):
+def _rows(traj, who: str):
+    """(steps, loss, margins, full) of the finite rows, and the run's resolution."""
     n, _ = finite_rows(traj, who)
-    return n, times(traj)[:n]
+    full = np.asarray(traj.zero_one)[:n] == 0  # exact: 0 iff every input with p > 0 is right
+    return (times(traj)[:n], np.asarray(traj.loss)[:n], np.asarray(traj.margins)[:n], full), ev.tolerances_of(traj)
 
 
 # ---------------------------------------------------------------- detectors
-def loss_spikes(traj, rel_tol: float = 1e-12) -> list[Spike]:
-    """Loss spikes: maximal runs of consecutive saved rows where the loss increases.
+def events(traj, tol: Optional[ev.Tolerances] = None) -> dict:
+    """Every event of `particles.events` over the saved rows, as numpy values.
 
-    A row counts as an increase when L[i] - L[i-1] > rel_tol * |L[i-1]| (so rounding noise
-    at a converged loss is ignored). Consecutive increases are merged into one [`Spike`][].
-    Gradient descent with a stable step never increases the loss, so any spike means the
-    step size exceeded 2 / sharpness somewhere on the path.
+    **Arguments:** `traj` (unbatched); `tol` the resolution (default: the run's own).
 
-    **Arguments:**
+    **Returns:** a dict named as `particles.events.RESULTS` (−1 for "never").
+    """
+    rows, own = _rows(traj, "events")
+    if len(rows[0]) == 0:
+        raise ValueError("the trajectory has no finite rows.")
+    return ev.of_rows(*rows, own if tol is None else tol)
 
-    - `traj`: an unbatched Trajectory.
-    - `rel_tol`: the relative rise below which a row is not an increase, >= 0.
+
+def loss_spikes(traj, tol: Optional[ev.Tolerances] = None) -> list[Spike]:
+    """Loss spikes: maximal runs of saved rows where the loss increases beyond the resolution.
+
+    GD with a stable step never increases the loss, so any spike means the step exceeded
+    2/sharpness somewhere on the path. For SGD runs the population loss moves with every
+    minibatch; there a spike is a rise beyond the noise: the loss tripling its running
+    median over 20 rows (`particles.events.large_spikes`), reported with height and peak.
+
+    **Arguments:** `traj` (unbatched); `tol` the resolution (default: the run's own).
 
     **Returns:** the spikes in order of time (an empty list for a monotone loss).
     """
-    if not (isinstance(rel_tol, (int, float)) and rel_tol >= 0 and math.isfinite(rel_tol)):
-        raise ValueError(f"rel_tol={rel_tol!r} is not allowed: it must be a finite number >= 0.")
-    n, t = _prefix(traj, "loss_spikes")
-    L = np.asarray(traj.loss, np.float64)[:n]
-    up = np.zeros(n, bool)
-    if n > 1:
-        up[1:] = (L[1:] - L[:-1]) > rel_tol * np.abs(L[:-1])
-    spikes = []
-    i = 1
-    while i < n:
-        if not up[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < n and up[j + 1]:
-            j += 1
-        before = L[i - 1]
-        height = L[j] - before
-        spikes.append(Spike(step=_plain(t[i]), height=float(height),
-                            relative=float(height / abs(before)) if before != 0 else math.inf,
-                            peak_step=_plain(t[j])))
-        i = j + 1
-    return spikes
+    (steps, loss, _, _), own = _rows(traj, "loss_spikes")
+    if traj.metadata.get("integrator") == "sgd" and tol is None:
+        out = []
+        for k in ev.large_spikes(loss):
+            j = k
+            while j + 1 < len(loss) and loss[j + 1] > loss[j]:
+                j += 1
+            height = float(loss[j] - loss[k - 1])
+            out.append(Spike(plain(steps[k]), height, height / abs(loss[k - 1]), plain(steps[j])))
+        return out
+    return [Spike(s["step"], s["height"], s["relative"], s["peak_step"])
+            for s in ev.spikes(steps, loss, own if tol is None else tol)]
 
 
-def _signs(m: np.ndarray) -> np.ndarray:
-    """Sign of each margin, zeros replaced by the last non-zero sign before them (0 if none)."""
-    s = np.sign(m)
-    if s.shape[0] == 0:
-        return s
-    rows = np.arange(s.shape[0]).reshape((-1,) + (1,) * (s.ndim - 1))
-    last = np.maximum.accumulate(np.where(s != 0, rows, 0), axis=0)
-    return np.take_along_axis(s, last, axis=0)
+def sign_flips(traj, tol: Optional[ev.Tolerances] = None) -> np.ndarray:
+    """Per-token number of margin sign changes (right ↔ wrong), shape (N,), int.
 
-
-def sign_flips(traj) -> np.ndarray:
-    """Per-token number of margin sign changes (correct <-> mispredicted), shape (N,), int.
-
-    A flip is a change between a strictly positive and a strictly negative margin; a margin
-    of exactly 0 (e.g. at S = 0) keeps the sign seen before it, so leaving 0 is not a flip.
-    A token that is learned, forgotten and learned again has 2 flips.
+    A flip is a change between m > atol and m < −atol; margins within atol (e.g. 0 at
+    S = 0) keep the sign seen before them. A token learned, forgotten and learned again has 2.
     """
-    n, _ = _prefix(traj, "sign_flips")
-    s = _signs(np.asarray(traj.margins, np.float64)[:n])
-    if n < 2:
-        return np.zeros(s.shape[-1], np.int64)
-    return np.sum((s[1:] * s[:-1]) < 0, axis=0).astype(np.int64)
+    return events(traj, tol)["sign_flips"]
 
 
-def oscillations(traj, tol: float = 0.0) -> np.ndarray:
-    """Per-token number of direction changes of the margin (its interior local extrema), shape (N,).
+def oscillations(traj, tol: Optional[ev.Tolerances] = None) -> np.ndarray:
+    """Per-token number of direction changes of the margin, shape (N,), int.
 
-    Consecutive differences with |Δm| <= tol are ignored (a plateau is not a turn). A
-    monotone margin has 0; a period-2 cycle over T rows has about T - 2.
+    Moves within the run's resolution are not moves, so a converged flow has 0; a period-2
+    cycle over T rows has about T − 2.
     """
-    n, _ = _prefix(traj, "oscillations")
-    m = np.asarray(traj.margins, np.float64)[:n]
-    if n < 3:
-        return np.zeros(m.shape[-1], np.int64)
-    dm = np.diff(m, axis=0)
-    dm = np.where(np.abs(dm) > tol, dm, 0.0)
-    return np.sum((_signs(dm)[1:] * _signs(dm)[:-1]) < 0, axis=0).astype(np.int64)
+    return events(traj, tol)["oscillations"]
 
 
-def first_full_accuracy(traj, tol: float = 1e-12):
-    """The first saved step (time, for `flow`) with accuracy >= 1 - tol, or None if never.
+def _step(x):
+    return None if x < 0 else plain(x)
 
-    **Returns:** an int step for discrete integrators, a float time for `flow`, or None.
-    The answer is only as fine as the saving schedule: save every step for the exact step.
+
+def first_full_accuracy(traj):
+    """The first saved step (time, for `flow`) at which every input with p > 0 is right.
+
+    **Returns:** an int step (0 when the start already is) for discrete runs, a float time
+    for `flow`, or None if never. Only as fine as the saving schedule: save every step for
+    the exact step.
     """
-    n, t = _prefix(traj, "first_full_accuracy")
-    acc = np.asarray(traj.accuracy, np.float64)[:n]
-    hit = np.flatnonzero(acc >= 1.0 - tol)
-    return None if hit.size == 0 else _plain(t[hit[0]])
+    return _step(events(traj)["first_full_accuracy"])
+
+
+def full_accuracy_from(traj):
+    """The first saved step (time) from which every later row is fully right; None if the last
+    row is not. After a benign spike it is later than [`first_full_accuracy`][]."""
+    return _step(events(traj)["full_accuracy_from"])
 
 
 def detect_cycle(traj, max_period: int = 8, tol: float = 1e-6, tail: Optional[int] = None) -> Optional[Cycle]:
-    """A period-k cycle of the final rows (margins and loss), for the smallest k <= max_period.
+    """A period-k cycle of the final rows (margins and loss), for the smallest k ≤ max_period.
 
-    The tail repeats with period k when |v[i] - v[i-k]| <= tol * (1 + |v[i]|) for every row i
+    The tail repeats with period k when |v[i] − v[i−k]| ≤ tol·(1 + |v[i]|) for every row i
     of the tail and every entry v of (margins, loss). Period 1 is a fixed point (a converged
-    run); GD past the edge of stability (lr > 2/λ_max at the minimizer) locks into period 2.
-    Margins that keep growing like log t are not a cycle.
+    run); GD past the edge of stability (lr > 2/λ_max at the minimiser) locks into period 2.
 
-    **Arguments:**
-
-    - `traj`: an unbatched Trajectory; rows are saved rows, so save every step to see the
-      period in steps.
-    - `max_period`: the longest period tried, >= 1.
-    - `tol`: the relative tolerance, > 0.
-    - `tail`: how many final rows to check; default max(4 * max_period, T // 4), at most T.
-      It must hold at least two periods.
+    **Arguments:** `traj` (unbatched; save every step to see the period in steps);
+    `max_period` (≥ 1); `tol` (> 0); `tail` rows to check (default max(4·max_period,
+    T // 4), at most T; at least two periods).
 
     **Returns:** a [`Cycle`][], or None when no period up to `max_period` fits.
     """
@@ -276,7 +242,8 @@ def detect_cycle(traj, max_period: int = 8, tol: float = 1e-6, tail: Optional[in
         raise ValueError(f"max_period={max_period!r} is not allowed: it must be an int >= 1.")
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol={tol!r} is not allowed: it must be a number > 0.")
-    n, t = _prefix(traj, "detect_cycle")
+    n, _ = finite_rows(traj, "detect_cycle")
+    t = times(traj)[:n]
     if tail is None:
         tail = min(n, max(4 * max_period, n // 4))
     elif isinstance(tail, bool) or not isinstance(tail, (int, np.integer)) or tail < 2:
@@ -284,25 +251,18 @@ def detect_cycle(traj, max_period: int = 8, tol: float = 1e-6, tail: Optional[in
     tail = min(int(tail), n)
     m = np.asarray(traj.margins, np.float64)[n - tail:n]
     L = np.asarray(traj.loss, np.float64)[n - tail:n]
-    v = np.concatenate([m, L[:, None]], axis=1)
+    vals = np.concatenate([m, L[:, None]], axis=1)
     tt = t[n - tail:n]
     for k in range(1, max_period + 1):
         if tail < 2 * k:
             break
-        err = np.abs(v[k:] - v[:-k])
-        if np.all(err <= tol * (1 + np.abs(v[k:]))):
+        err = np.abs(vals[k:] - vals[:-k])
+        if np.all(err <= tol * (1 + np.abs(vals[k:]))):
             gaps = np.diff(tt)
             even = gaps.size > 0 and np.allclose(gaps, gaps[0])
             mc = m[-k:]
-            return Cycle(
-                period=k,
-                period_steps=_plain(k * gaps[0]) if even else None,
-                start=_plain(tt[0]),
-                margins=mc,
-                loss=L[-k:],
-                amplitude=float(np.max(mc.max(0) - mc.min(0))),
-                error=float(err.max()),
-            )
+            return Cycle(k, plain(k * gaps[0]) if even else None, plain(tt[0]), mc, L[-k:],
+                         float(np.max(mc.max(0) - mc.min(0))), float(err.max()))
     return None
 
 
@@ -312,15 +272,12 @@ def log_slope(traj, t_min: Optional[float] = None) -> np.ndarray:
     Logarithmic growth m(t) ≈ log(c t) (orthogonal and separable problems) has slope ≈ 1;
     a converged (underparameterized) run has slope ≈ 0.
 
-    **Arguments:**
+    **Arguments:** `traj` (unbatched); `t_min` (> 0): use the rows with t ≥ t_min; default
+    sqrt(t_last), the later half of the run in log t.
 
-    - `traj`: an unbatched Trajectory.
-    - `t_min`: use the rows with t >= t_min (> 0); default sqrt(t_last), the later half of
-      the run in log t when it starts near t = 1.
-
-    **Returns:** the slopes. Needs two rows with t >= t_min and t > 0 (else ValueError).
+    **Returns:** the slopes. Needs two rows with t ≥ t_min and t > 0 (else ValueError).
     """
-    n, _ = _prefix(traj, "log_slope")
+    n, _ = finite_rows(traj, "log_slope")
     t = np.asarray(traj.t, np.float64)[:n]
     if n == 0 or t[-1] <= 0:
         raise ValueError("log_slope needs rows at t > 0; the trajectory has none (finite).")
@@ -330,9 +287,7 @@ def log_slope(traj, t_min: Optional[float] = None) -> np.ndarray:
         raise ValueError(f"t_min={t_min!r} is not allowed: it must be a number > 0.")
     keep = (t >= t_min) & (t > 0)
     if keep.sum() < 2:
-        raise ValueError(
-            f"t_min={t_min!r} leaves {int(keep.sum())} rows (t_last={t[-1]:g}); log_slope needs at least 2."
-        )
+        raise ValueError(f"t_min={t_min!r} leaves {int(keep.sum())} rows (t_last={t[-1]:g}); log_slope needs 2.")
     x = np.log(t[keep])
     y = np.asarray(traj.margins, np.float64)[:n][keep]
     xc = x - x.mean()
@@ -343,38 +298,33 @@ def summarize(traj) -> dict:
     """A JSON-able summary of one run.
 
     **Returns:** a dict with `integrator`, `rows`, `last` (step or time of the last finite
-    row), `finite` (False when the run has non-finite rows), `first_bad` (their first step),
-    `loss`, `zero_one`, `accuracy`, `margins` (final values), `spikes` (count),
-    `largest_spike` (a [`Spike`][] as a dict, or None), `sign_flips`, `oscillations`
-    (per-token lists), `first_full_accuracy`, `cycle` (a [`Cycle`][] as a dict, or None) and
-    `log_slope` (per-token list, or None when fewer than two late rows). Non-finite floats
-    appear as the strings 'nan'/'inf'. Warns once ([`NonFiniteWarning`][]) for a bad run.
+    row), `finite`, `first_bad` (first step of a non-finite row, or None), final `loss`,
+    `zero_one`, `accuracy`, `margins`; `spikes` (count), `largest_spike` (a [`Spike`][] as a
+    dict, or None), `sign_flips`, `oscillations` (per-token lists), `first_full_accuracy`,
+    `full_accuracy_from`, `cycle` (a [`Cycle`][] as a dict, or None) and `log_slope`
+    (per-token list, or None). Non-finite floats appear as the strings 'nan'/'inf'. Warns
+    once ([`NonFiniteWarning`][]) for a bad run.
     """
     n, bad = finite_rows(traj, "summarize")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonFiniteWarning)
+        last = (lambda a: plain(np.asarray(a)[n - 1]) if n else None)  # noqa: E731
+        out = {"integrator": traj.metadata.get("integrator", "?"), "rows": int(np.shape(traj.loss)[0]),
+               "last": last(times(traj)), "finite": bad is None, "first_bad": bad, "loss": last(traj.loss),
+               "zero_one": last(traj.zero_one), "accuracy": last(traj.accuracy), "margins": last(traj.margins)}
+        if n == 0:
+            return out
+        found = events(traj)
         spikes = loss_spikes(traj)
         try:
-            slope = _plain(log_slope(traj))
+            slope = plain(log_slope(traj))
         except ValueError:
             slope = None
         cyc = detect_cycle(traj) if n >= 2 else None
-        out = {
-            "integrator": traj.metadata.get("integrator", "?"),
-            "rows": int(np.shape(traj.loss)[0]),
-            "last": _plain(times(traj)[n - 1]) if n else None,
-            "finite": bad is None,
-            "first_bad": bad,
-            "loss": _plain(np.asarray(traj.loss)[n - 1]) if n else None,
-            "zero_one": _plain(np.asarray(traj.zero_one)[n - 1]) if n else None,
-            "accuracy": _plain(np.asarray(traj.accuracy)[n - 1]) if n else None,
-            "margins": _plain(np.asarray(traj.margins)[n - 1]) if n else None,
-            "spikes": len(spikes),
-            "largest_spike": max(spikes, key=lambda s: s.height).to_json() if spikes else None,
-            "sign_flips": _plain(sign_flips(traj)),
-            "oscillations": _plain(oscillations(traj)),
-            "first_full_accuracy": first_full_accuracy(traj),
-            "cycle": cyc.to_json() if cyc is not None else None,
-            "log_slope": slope,
-        }
+        out.update(spikes=len(spikes),
+                   largest_spike=max(spikes, key=lambda s: s.height).to_json() if spikes else None,
+                   sign_flips=plain(found["sign_flips"]), oscillations=plain(found["oscillations"]),
+                   first_full_accuracy=_step(found["first_full_accuracy"]),
+                   full_accuracy_from=_step(found["full_accuracy_from"]),
+                   cycle=cyc.to_json() if cyc is not None else None, log_slope=slope)
     return out

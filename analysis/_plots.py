@@ -23,7 +23,7 @@ __all__ = [
     "gamma_of_scores",
     "gamma_of_margins",
     "landscape",
-    "figure_for_run",
+    "representative_tokens",
 ]
 
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -39,7 +39,9 @@ def _axes(ax):
 
 
 def _xlabel(traj) -> str:
-    return "step" if traj.steps is not None else "time t"
+    if traj.steps is not None:
+        return "step"
+    return traj.metadata.get("time_label", "time t")
 
 
 def _finite(traj):
@@ -61,6 +63,10 @@ def _annotate_bad(ax, bad, x_last=None, label: str = "") -> None:
             bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="#D55E00", lw=0.6))
 
 
+FEW_TOKENS = 6
+"""Up to this many tokens every margin is drawn; beyond, representative tokens and quantiles."""
+
+
 def _token_colors(N: int):
     if N <= len(OKABE_ITO):
         return list(OKABE_ITO[:N])
@@ -70,19 +76,42 @@ def _token_colors(N: int):
     return [cmap(i / max(N - 1, 1)) for i in range(N)]
 
 
-def plot_margins(ax, traj, theory: Optional[dict] = None, logx: bool = False, label: str = "", color=None):
-    """Margins m(x) of every token against steps (or t), with optional theory overlays.
+def representative_tokens(margins, p=None) -> dict:
+    """{role: token} for a run with many tokens: the most frequent, the median-frequency and
+    the rarest token (by p; by index without p), and the token with the worst final margin."""
+    m = np.asarray(margins, np.float64)
+    N = m.shape[-1]
+    order = np.arange(N) if p is None else np.argsort(-np.asarray(p, np.float64), kind="stable")
+    last = m[-1] if len(m) else np.zeros(N)
+    worst = int(np.argmin(np.where(np.isfinite(last), last, np.inf)))
+    roles = {"most frequent": int(order[0]), "median p": int(order[N // 2]), "rarest": int(order[-1]), "worst": worst}
+    seen, out = set(), {}
+    for role, x in roles.items():  # a token that plays two roles is drawn once
+        if x not in seen:
+            out[role] = x
+            seen.add(x)
+    return out
+
+
+def plot_margins(ax, traj, theory: Optional[dict] = None, logx: bool = False, label: str = "", color=None,
+                 p=None):
+    """Margins m(x) against steps (or t), with optional theory overlays.
+
+    Up to `FEW_TOKENS` tokens every margin is drawn in its own colour. Beyond, the spread
+    of all margins is a band (10–90% quantiles over tokens, median line) and a few labelled
+    tokens are drawn: the most frequent, the median-frequency and the rarest (by `p`) and
+    the worst at the end ([`representative_tokens`][]).
 
     **Arguments:**
 
     - `ax`: matplotlib axes, or None for a new figure.
     - `traj`: an unbatched Trajectory.
-    - `theory`: {label: (t, values)} drawn dashed; values of shape (T',) or (T', N)
-      (column x in token x's colour; black when `color` is given).
-    - `logx`: log-scaled time axis (rows at t = 0 are dropped), to see log growth as a line.
+    - `theory`: {label: (t, values)} drawn dashed; values of shape (T',) or (T', N) (drawn
+      for the tokens shown, in their colours).
+    - `logx`: log-scaled time axis (rows at t = 0 are dropped): log growth is a line.
     - `label`: a prefix for the legend entries (e.g. the run's name).
-    - `color`: draw every token in this one colour (to compare runs on one axes); by
-      default each token has its own colour (Okabe–Ito up to 8 tokens, else viridis).
+    - `color`: draw the tokens in this one colour (to compare runs on one axes).
+    - `p`: the frequencies, to pick representative tokens (by index without).
 
     **Returns:** the axes.
     """
@@ -92,50 +121,51 @@ def plot_margins(ax, traj, theory: Optional[dict] = None, logx: bool = False, la
     m = np.asarray(traj.margins, np.float64)[:n]
     N = np.shape(traj.margins)[-1]
     keep = x > 0 if logx else np.ones_like(x, bool)
-    few = N <= len(OKABE_ITO) and color is None
-    colors = [color] * N if color is not None else _token_colors(N)
-    for i in range(N):
-        if few:
-            lab = f"{label} m({i})" if label else f"m({i})"
-        else:
-            lab = (f"{label} ({N} tokens)" if label else f"{N} tokens") if i == 0 else None
-        ax.plot(x[keep], m[keep, i], color=colors[i], lw=1.4 if few else 1.0, label=lab)
+    pre = f"{label} " if label else ""
+    if N <= FEW_TOKENS:
+        shown = {f"m({i})": i for i in range(N)}
+        colors = dict(zip(range(N), [color] * N if color is not None else _token_colors(N)))
+    else:
+        shown = {f"m({i}), {role}": i for role, i in representative_tokens(m, p).items()}
+        colors = {i: (color or OKABE_ITO[j]) for j, i in enumerate(shown.values())}
+        if n:
+            lo, mid, hi = np.quantile(m[keep], [0.1, 0.5, 0.9], axis=1)
+            ax.fill_between(x[keep], lo, hi, color=color or "0.6", alpha=0.25, lw=0,
+                            label=f"{pre}10–90% of {N} tokens")
+            ax.plot(x[keep], mid, color=color or "0.35", lw=1.0, ls="-", label=f"{pre}median over tokens")
+    for name, i in shown.items():
+        ax.plot(x[keep], m[keep, i], color=colors[i], lw=1.4, label=pre + name)
     for j, (name, (tt, vals)) in enumerate((theory or {}).items()):
         tt = np.asarray(tt, np.float64)
         vals = np.asarray(vals, np.float64)
         vals = vals[:, None] if vals.ndim == 1 else vals
         ok = np.all(np.isfinite(vals), axis=1) & np.isfinite(tt) & ((tt > 0) if logx else True)
-        per_token = few and vals.shape[1] == N
-        for i in range(vals.shape[1]):
+        cols = list(shown.values()) if vals.shape[1] == N else range(vals.shape[1])
+        for k, i in enumerate(cols):
             ax.plot(tt[ok], vals[ok, i], ls=("--", "-.", ":")[j % 3], lw=1.1,
-                    color=colors[i] if per_token else "black", label=name if i == 0 else None)
+                    color=colors.get(i, "black") if vals.shape[1] == N else "black", label=name if k == 0 else None)
     if logx:
         ax.set_xscale("log")
     ax.axhline(0.0, color="0.6", lw=0.6)
     ax.set_xlabel(_xlabel(traj) + (" (log scale)" if logx else ""))
     ax.set_ylabel("margin m(x)")
-    if N > len(OKABE_ITO) and color is None:
-        _rank_note(ax, N)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="best")
     _annotate_bad(ax, bad, x[-1] if len(x) else None, label)
     return ax
 
 
-def _rank_note(ax, N):
-    ax.text(0.02, 0.98, f"{N} tokens, colour = index (viridis)", transform=ax.transAxes, ha="left", va="top",
-            fontsize=7, color="0.3")
-
-
-def plot_losses(ax, traj, spikes=None, label: str = "", color=None):
+def plot_losses(ax, traj, spikes=None, label: str = "", color=None, logx: bool = False):
     """The cross-entropy loss (log scale) and the 0-1 loss against steps (or t), spikes marked.
 
     **Arguments:**
 
     - `ax`: axes or None. The 0-1 loss goes on a twin axis on the right (it lies in [0, 1]).
     - `traj`: an unbatched Trajectory.
-    - `spikes`: list of [`Spike`][]s to mark (triangles at their peaks); None detects them
-      with [`loss_spikes`][]; pass [] for none.
+    - `spikes`: [`Spike`][]s to mark (triangles at their peaks); None detects them with
+      [`loss_spikes`][] — for SGD only rises beyond the minibatch noise, since its
+      population loss moves with every batch; pass [] for none.
     - `label`, `color`: legend prefix and colour of this run.
+    - `logx`: log-scaled time axis (rows at t = 0 dropped).
 
     **Returns:** the (left) axes.
     """
@@ -144,9 +174,10 @@ def plot_losses(ax, traj, spikes=None, label: str = "", color=None):
     x = np.asarray(times(traj), np.float64)[:n]
     L = np.asarray(traj.loss, np.float64)[:n]
     z = np.asarray(traj.zero_one, np.float64)[:n]
+    keep = x > 0 if logx else np.ones_like(x, bool)
     color = color or OKABE_ITO[0]
     pre = f"{label} " if label else ""
-    ax.plot(x, L, color=color, lw=1.5, label=pre + "loss")
+    ax.plot(x[keep], L[keep], color=color, lw=1.5, label=pre + "loss")
     if n and np.all(L > 0):
         ax.set_yscale("log")
     ax2 = getattr(ax, "_particles_twin", None)
@@ -155,19 +186,22 @@ def plot_losses(ax, traj, spikes=None, label: str = "", color=None):
         ax._particles_twin = ax2
         ax2.set_ylim(-0.03, 1.03)
         ax2.set_ylabel("0-1 loss (dotted)")
-    ax2.plot(x, z, color=color, lw=1.2, ls=":", label=pre + "0-1 loss")
+    ax2.plot(x[keep], z[keep], color=color, lw=1.2, ls=":", label=pre + "0-1 loss")
     if spikes is None:
         spikes = loss_spikes(head(traj, n)) if n else []
-    if spikes:
-        peaks = np.array([s.peak_step for s in spikes], np.float64)
-        idx = np.searchsorted(x, peaks)
-        idx = np.clip(idx, 0, max(n - 1, 0))
+    peaks = np.array([s.peak_step for s in spikes], np.float64)
+    if logx:
+        peaks = peaks[peaks > 0]
+    if peaks.size:
+        idx = np.clip(np.searchsorted(x, peaks), 0, max(n - 1, 0))
         ax.plot(x[idx], L[idx], "v", color="#D55E00", ms=6, ls="none", label=pre + f"spikes ({len(spikes)})")
-    ax.set_xlabel(_xlabel(traj))
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(_xlabel(traj) + (" (log scale)" if logx else ""))
     ax.set_ylabel("cross-entropy loss")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="best")
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
     _annotate_bad(ax, bad, x[-1] if len(x) else None, label)
     return ax
 
@@ -311,68 +345,3 @@ def plot_sharpness(ax, t, lam, lr: Optional[float] = None, label: str = "λ_max"
     if n < len(t):
         _annotate_bad(ax, f"{t[n]:g}" if np.isfinite(t[n]) else f"row {n}", t[n - 1] if n else None)
     return ax
-
-
-def _is_planar(problem) -> bool:
-    try:
-        _two_class_inputs(problem)
-    except ValueError:
-        return False
-    return True
-
-
-def figure_for_run(problem, trajectories: dict, theory: Optional[dict] = None, *, extent=None, title: str = ""):
-    """The standard figure of a run: margins (+ theory), losses with spikes, log time, γ-plane.
-
-    **Arguments:**
-
-    - `problem`: the Problem that was run.
-    - `trajectories`: {label: unbatched Trajectory}, e.g. one per learning rate.
-    - `theory`: {label: (t, values)} overlays for the margin panels (dashed).
-    - `extent`: the γ-plane window; default: around every path, at least [-1, 1]².
-    - `title`: the figure's title.
-
-    **Returns:** a matplotlib Figure with 3 panels, or 4 when M = d = 2 (the γ-plane).
-    """
-    from matplotlib.figure import Figure
-
-    if not trajectories:
-        raise ValueError("trajectories={} is not allowed: give at least one {label: Trajectory}.")
-    planar = _is_planar(problem)
-    ncols = 4 if planar else 3
-    fig = Figure(figsize=(4.2 * ncols, 3.8))
-    axes = fig.subplots(1, ncols, gridspec_kw=dict(left=0.045, right=0.99, bottom=0.13, top=0.86, wspace=0.42))
-    several = len(trajectories) > 1
-    for i, (label, traj) in enumerate(trajectories.items()):
-        color = OKABE_ITO[i % len(OKABE_ITO)] if several else None
-        name = label if several else ""
-        overlay = theory if i == 0 else None
-        plot_margins(axes[0], traj, theory=overlay, label=name, color=color)
-        plot_losses(axes[1], traj, label=name, color=color)
-        plot_margins(axes[2], traj, theory=overlay, logx=True, label=name, color=color)
-    axes[0].set_title("margins", fontsize=9)
-    axes[1].set_title("losses (spikes: ▼)", fontsize=9)
-    axes[2].set_title("margins, log time", fontsize=9)
-    if planar:
-        paths = []
-        for label, traj in trajectories.items():
-            n, _ = _finite(traj)
-            if traj.scores is not None:
-                gam = gamma_of_scores(problem, np.asarray(traj.scores)[:n])
-            else:
-                gam = gamma_of_margins(problem, np.asarray(traj.margins)[:n])
-            paths.append((label, gam))
-        if extent is None:
-            pts = np.concatenate([g for _, g in paths] + [np.zeros((1, 2))])
-            lo = np.minimum(pts.min(0), -1.0)
-            hi = np.maximum(pts.max(0), 1.0)
-            pad = 0.08 * (hi - lo)
-            extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
-        plot_landscape(axes[3], problem, extent=extent, trajectories=paths)
-        for label, traj in trajectories.items():
-            _, bad = _finite(traj)
-            _annotate_bad(axes[3], bad, None, label)
-        axes[3].set_title("γ-plane: CE contours over 0-1 loss", fontsize=9)
-    if title:
-        fig.suptitle(title)
-    return fig

@@ -1,8 +1,19 @@
-"""Gradient flow dS/dt = -G_E diag(p) (softmax(S) - Y) G_U, solved with diffrax in log-time.
+"""Gradient flow dS/dt = −G_E diag(p) (softmax(S) − Y) G_U, solved with diffrax in log-time.
 
-Margins grow like log t, so the solver works in s = log(1 + t): dS/ds = e^s dS/dt. On
-[0, 1e6] that halves the steps against solving in t, and makes the progress meter (which
-measures the fraction of [s0, s1] done) advance evenly.
+Two regimes need two strategies, chosen from the problem (`solver=None`):
+
+- *Margins grow like log t* (separable problems): in s = log(1 + t) the field
+  dS/ds = e^s dS/dt is smooth and non-stiff, and an explicit solver (Tsit5) reaches
+  t = 1e12 in about fifty steps.
+- *A finite minimiser* (d < N: the memory is too small): the flow converges like e^{−λt},
+  so e^s dS/dt is stiff (its Jacobian grows like e^s) and explicit steps collapse. When
+  the embeddings are known and the span of the dynamics is smaller than the scores
+  (r_U·r_E < N·M; S = S_⊥ + F Kᵀ Hᵀ, see `theory.span`), the flow is solved for the
+  r_U × r_E coordinates K with an implicit, L-stable solver (Kvaerno5; its dense Jacobian
+  is (r_U r_E)², tiny for d ≤ 32).
+
+In both, a steady-state event stops the solve once |dS/ds| ≤ atol + rtol·|S| (the flow has
+converged to tolerance in log-time); the saved times past it hold the final state.
 """
 
 from __future__ import annotations
@@ -16,57 +27,120 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
-from . import _observables as obs
+from . import _driver, _dynamics, _gd
 from . import _validate as v
-from ._integrate import _record, _structure_info
-from ._progress import progress_bar
 from ._problem import Problem
-from ._trajectory import Trajectory
+from ._status import Status
+from ._trajectory import Trajectory, meta_json
 
+IMPLICIT_MAX = 2048
+"""Largest span dimension r_U·r_E solved with the implicit solver (dense Jacobian r²)."""
 
-def _field(s, S, problem: Problem):
-    return -jnp.exp(s) * problem.direction(problem.p[:, None] * obs.residual(S, problem.Y))
+_HINTS = {
+    "MAX_STEPS": "the solver's step budget ran out before t1; raise max_steps, loosen rtol/atol, or pass "
+                 "solver=diffrax.Kvaerno5() if the flow approaches a finite minimiser (stiff)",
+    "SOLVER_FAILURE": "the step size collapsed; loosen rtol/atol or try another diffrax solver",
+}
 
 
 def default_times(t1: float, num: int = 201) -> np.ndarray:
-    """`num` times from 0 to t1, evenly spaced in log(1 + t)."""
+    """`num` times from 0 to t1, evenly spaced in log(1 + t).
+
+    >>> default_times(1e6, 4).round(1).tolist()
+    [0.0, 99.0, 9999.0, 1000000.0]
+    """
     return np.expm1(np.linspace(0.0, np.log1p(float(t1)), num))
 
 
-@eqx.filter_jit
-def _solve(problem, y0, s0, s1, s_ts, rtol, atol, solver, max_steps: int, save_scores: bool, progress: bool):
+# ------------------------------------------------------------ coordinates
+class Scores(eqx.Module):
+    """The flow on the scores themselves: state S (N × M)."""
+
+    problem: Problem
+
+    def field(self, s, S, args):
+        return _dynamics.log_time_field(s, S, self.problem)
+
+    def scores(self, S):
+        return S
+
+    def state(self, S):
+        return S
+
+
+class Reduced(eqx.Module):
+    """The flow on the span coordinates K (r_U × r_E): S = S_⊥ + F Kᵀ Hᵀ.
+
+    dK/dt = Hᵀ fᵀ F with f = force(S) / (G_E, G_U) pulled back: since G_E = F Fᵀ and
+    G_U = H Hᵀ, force(S) = F (dK/dt)ᵀ Hᵀ exactly, so this is the same dynamics.
+    """
+
+    problem: Problem
+    F: jax.Array
+    H: jax.Array
+    S_perp: jax.Array
+
+    def scores(self, K):
+        return self.S_perp + self.F @ K.T @ self.H.T
+
+    def field(self, s, K, args):
+        P = self.problem
+        R = P.p[:, None] * _dynamics.residual(self.scores(K), P.Y)
+        return -jnp.exp(s) * (self.H.T @ R.T @ self.F)
+
+    def state(self, S):
+        # K = F⁺ (S − S_⊥) (Hᵀ)⁺ transposed; F and H have orthogonal columns.
+        D = S - self.S_perp
+        return (jnp.linalg.pinv(self.F) @ D @ jnp.linalg.pinv(self.H.T)).T
+
+
+def _coordinates(problem: Problem, solver):
+    """(coordinates, solver, name) for `solver=None`: see the module docstring."""
     import diffrax
 
-    save = diffrax.SaveAt(
-        subs=[
-            diffrax.SubSaveAt(ts=s_ts, fn=lambda s, S, args: _record(args, S, save_scores)),
-            diffrax.SubSaveAt(t1=True),
-        ]
-    )
-    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    if problem.E is not None and problem.U is not None and v.is_concrete((problem.E, problem.U, problem.S0)):
+        from .theory._span import span
+
+        sp = span(problem)
+        r = sp.F.shape[1] * sp.H.shape[1]
+        if r < problem.N * problem.M:
+            F, H = (jnp.asarray(a, problem.dtype) for a in (sp.F, sp.H))
+            S0 = problem.S0
+            K0 = (jnp.linalg.pinv(F) @ S0 @ jnp.linalg.pinv(H.T)).T
+            coords = Reduced(problem, F, H, S0 - F @ K0.T @ H.T)
+            if solver is None:
+                solver = diffrax.Kvaerno5() if r <= IMPLICIT_MAX else diffrax.Tsit5()
+            return coords, solver, "reduced"
+    return Scores(problem), diffrax.Tsit5() if solver is None else solver, "scores"
+
+
+# ------------------------------------------------------------------ solve
+@eqx.filter_jit
+def _solve(coords, y0, s0, s1, s_ts, rtol, atol, solver, max_steps: int, save_scores: bool, progress: bool):
+    import diffrax
+
+    problem = coords.problem
+    observe = lambda s, y, args: _gd.observe(problem, coords.scores(y), save_scores)  # noqa: E731
+    save = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=s_ts, fn=observe), diffrax.SubSaveAt(t1=True)])
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_field),
-        solver,
-        t0=s0,
-        t1=s1,
-        dt0=None,
-        y0=y0,
-        args=problem,
-        saveat=save,
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        throw=False,
-        progress_meter=meter,
+        diffrax.ODETerm(coords.field), solver, t0=s0, t1=s1, dt0=None, y0=y0, saveat=save,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
+        event=diffrax.Event(diffrax.steady_state_event(rtol=rtol, atol=atol)),
+        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
     )
-    rows, final = sol.ys
-    final = final[-1]
-    status = jnp.where(
-        sol.result == diffrax.RESULTS.successful,
-        jnp.where(jnp.all(jnp.isfinite(final)), 0, 1),
-        jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, 2, 3),
-    )
+    rows, final, s_end = sol.ys[0], sol.ys[1][-1], sol.ts[1][-1]
+    steady = sol.result == diffrax.RESULTS.event_occurred
+    # Past a steady state the flow stays put: the saved times after it hold the final state.
+    last = observe(s_end, final, None)
+    after = s_ts > s_end
+    rows = jax.tree_util.tree_map(
+        lambda r, f: jnp.where(steady & after.reshape((-1,) + (1,) * (r.ndim - 1)), f, r), rows, last)
+    ok = (sol.result == diffrax.RESULTS.successful) | steady
+    status = jnp.where(ok, jnp.where(jnp.all(jnp.isfinite(final)), Status.OK, Status.NON_FINITE),
+                       jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, Status.MAX_STEPS,
+                                 Status.SOLVER_FAILURE))
     stats = (sol.stats["num_steps"], sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"])
-    return rows, final, status, stats
+    return rows, final, status, stats, jnp.where(steady, jnp.expm1(s_end), jnp.inf)
 
 
 def flow(
@@ -80,7 +154,7 @@ def flow(
     max_steps: int = 16384,
     save_scores: bool = False,
     segments: Optional[int] = None,
-    checkpoint=None,
+    checkpoint: Optional[str | os.PathLike] = None,
     resume: Optional[Trajectory] = None,
     progress: bool = False,
 ) -> Trajectory:
@@ -89,12 +163,18 @@ def flow(
     **Arguments:**
 
     - `problem`: the [`Problem`][].
-    - `t1`: the horizon, > 0 (t = 1e8 costs about a hundred solver steps).
+    - `t1`: the horizon, > 0. A separable problem reaches t = 1e8 in about a hundred solver
+      steps; a problem with a finite minimiser stops at its steady state (see below).
     - `ts`: times to save, increasing, in [0, t1]; default 201 times evenly spaced in
       log(1 + t).
-    - `rtol`, `atol`: tolerances of the PID step-size controller (on the log-time solve).
-    - `solver`: a diffrax solver; `diffrax.Tsit5()` by default.
-    - `max_steps`: the solver's step budget; running out is reported as status 2.
+    - `rtol`, `atol`: tolerances of the PID step-size controller (on the log-time solve) and
+      of the steady state.
+    - `solver`: a diffrax solver; by default Tsit5 on the scores, or Kvaerno5 (implicit) on
+      the span coordinates when the embeddings are known and span fewer dimensions than the
+      scores (d < N: the flow converges to a finite minimiser and is stiff in log-time). The
+      choice is in `metadata["solver"]` and `metadata["coordinates"]`.
+    - `max_steps`: the solver's step budget; running out is reported as status 2
+      (`Status.MAX_STEPS`) with what to change, in `traj.message`.
     - `save_scores`: also save S at every saved time.
     - `segments`: solve as this many consecutive solves between saved times (each segment
       starts where the last ended); needed for `checkpoint` and `resume` (default 20 then).
@@ -106,8 +186,14 @@ def flow(
     - `progress`: a progress bar on stderr (diffrax's, measuring the fraction of log-time
       done; per segment when segmented); off when the environment sets `PARTICLES_QUIET=1`.
 
-    **Returns:** a [`Trajectory`][] with `t` = `ts`. A failed solve is reported in
-    `status` (never raised from inside jit); rows past a failure hold inf.
+    **Returns:** a [`Trajectory`][] with `t` = `ts`; `metadata["steady_state_t"]` is the time
+    the flow came to rest (None when it did not). A failed solve is reported in `status`
+    (never raised from inside jit); rows past a failure hold inf.
+
+    >>> import particles as pt
+    >>> traj = pt.flow(pt.orthogonal([0.5, 0.5]), 1e8)
+    >>> traj.ok, traj.metadata["solver"], traj.metadata["num_steps"] < 100
+    (True, 'Tsit5', True)
     """
     import diffrax
 
@@ -123,13 +209,13 @@ def flow(
         ts = default_times(float(t1))
     if np.ndim(ts) != 1 or np.shape(ts)[0] < 1:
         raise ValueError(f"ts has shape {np.shape(ts)}; expected a non-empty vector of times.")
-    if v.is_concrete(ts) and v.is_concrete(t1):
+    if v.is_concrete((t1, ts)):
         a = np.asarray(ts, np.float64)
         if not np.all(np.isfinite(a)) or a[0] < 0 or a[-1] > float(t1) * (1 + 1e-12) or np.any(np.diff(a) < 0):
             v.fail("ts", ts, f"times must be finite, non-decreasing and in [0, t1={float(t1):g}]")
-    solver = diffrax.Tsit5() if solver is None else solver
-    if not isinstance(solver, diffrax.AbstractSolver):
+    if solver is not None and not isinstance(solver, diffrax.AbstractSolver):
         v.fail("solver", str(solver), "a diffrax solver instance such as diffrax.Tsit5()")
+    coords, solver, where = _coordinates(problem, solver)
     # numpy when the times are known: eager jnp would compile a kernel per operation
     xp = np if v.is_concrete((t1, ts)) else jnp
     t1 = xp.asarray(t1, dtype)
@@ -137,31 +223,27 @@ def flow(
     s_ts = xp.minimum(xp.log1p(xp.asarray(ts, dtype)), s1)
     args = (jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), solver, max_steps, save_scores)
     info = dict(integrator="flow", rtol=_num(rtol), atol=_num(atol), solver=type(solver).__name__,
-                structure=_structure_info(problem), dtype=str(dtype), log_time=True)
+                coordinates=where, structure=f"E={problem.structure_E}, U={problem.structure_U}", dtype=str(dtype),
+                log_time=True, hints=_HINTS)
     if segments is not None or checkpoint is not None or resume is not None:
-        return _segmented(problem, ts, s_ts, s1, args, info, segments or 20, checkpoint, resume, progress)
-    rows, final, status, stats = _solve(problem, problem.S0, xp.zeros_like(s1), s1, s_ts, *args, progress)
+        return _segmented(coords, ts, s_ts, s1, args, info, segments or 20, checkpoint, resume, progress)
+    y0 = coords.state(problem.S0) if where == "reduced" else problem.S0
+    rows, final, status, stats, t_rest = _solve(coords, y0, xp.zeros_like(s1), s1, s_ts, *args, progress)
     if v.is_concrete(stats):
-        info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]))
-    return _flow_trajectory(xp.asarray(ts, dtype), rows, final, status, info)
+        info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]),
+                    steady_state_t=_finite_or_none(t_rest))
+    return _trajectory(xp.asarray(ts, dtype), rows, coords.scores(final), status, info)
 
 
-def _flow_trajectory(ts, rows, final, status, info) -> Trajectory:
+def _trajectory(ts, rows, final_scores, status, info) -> Trajectory:
     return Trajectory(
-        t=ts,
-        loss=rows["loss"],
-        zero_one=rows["zero_one"],
-        accuracy=rows["accuracy"],
-        margins=rows["margins"],
-        scores=rows.get("scores"),
-        final_scores=final,
-        status=status,
-        first_bad_step=jnp.full_like(status, -1),
-        info=tuple(info.items()),
+        t=ts, loss=rows["loss"], zero_one=rows["zero_one"], accuracy=rows["accuracy"], margins=rows["margins"],
+        scores=rows.get("scores"), final_scores=final_scores, status=status,
+        first_bad_step=jnp.full_like(status, -1), info=meta_json(info),
     )
 
 
-def _segmented(problem, ts, s_ts, s1, args, info, segments, checkpoint, resume, progress) -> Trajectory:
+def _segmented(coords, ts, s_ts, s1, args, info, segments, checkpoint, resume, progress) -> Trajectory:
     """The flow as a chain of solves between saved times, each from where the last ended.
 
     Each segment starts afresh (initial step chosen by the controller), so a run resumed at
@@ -170,62 +252,64 @@ def _segmented(problem, ts, s_ts, s1, args, info, segments, checkpoint, resume, 
     if not (v.is_concrete(ts) and v.is_concrete(s1)):
         raise ValueError("a segmented, checkpointed or resumed flow needs concrete ts and t1 (not traced).")
     segments = v.check_count("segments", segments, 1)
-    T = len(ts)
+    problem, T = coords.problem, len(ts)
     if not np.isclose(float(np.asarray(ts)[-1]), float(np.expm1(s1)), rtol=1e-12, atol=0):
         v.fail("ts", ts, "a segmented flow saves its final state at the last time, which must be t1")
     size = -(-T // segments)
-    rows, state, done = [], problem.S0, 0
+    info = dict(info, settings=dict(integrator="flow", rtol=info["rtol"], atol=info["atol"], solver=info["solver"],
+                                    coordinates=info["coordinates"], segment_rows=size, save_scores=bool(args[4])))
+    chunks = [(a, min(a + size, T)) for a in range(0, T, size)]
     stats = np.zeros(3, np.int64)
+    pieces, state, done = [], coords.state(problem.S0), 0
     if resume is not None:
-        _check_resume(resume, ts, info, size)
-        done = len(np.asarray(resume.t))
-        state = jnp.asarray(resume.final_scores, problem.dtype)
-        rows.append({k: getattr(resume, k) for k in ("loss", "zero_one", "accuracy", "margins", "scores")
-                     if getattr(resume, k) is not None})
+        if resume.integrator != "flow" or resume.batch_shape or resume.steps is not None:
+            raise ValueError("resume= takes an unbatched Trajectory from a segmented flow.")
+        if not resume.ok:
+            raise ValueError(f"resume= comes from a failed flow ({resume.message}); it cannot be continued.")
+        n = _driver.resume_point(resume.metadata, info["settings"], resume.t, ts)
+        if n % size and n != T:
+            raise ValueError("resume= was saved with other segments; use the same ts, t1 and segments.")
+        done = n // size if n != T else len(chunks)
+        state = coords.state(jnp.asarray(resume.final_scores, problem.dtype))
+        pieces.append({k: np.asarray(getattr(resume, k)) for k in ("loss", "zero_one", "accuracy", "margins", "scores")
+                       if getattr(resume, k) is not None})
         prior = resume.metadata
         stats += [prior.get("num_steps", 0), prior.get("num_accepted", 0), prior.get("num_rejected", 0)]
-    status = jnp.asarray(0)
-    if resume is not None and (resume.scores is not None) != bool(args[4]):
-        raise ValueError(f"resume= was saved with save_scores={resume.scores is not None}; use the same setting.")
-    if done == T:
-        info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]),
-                    segment_rows=size)
-        return _flow_trajectory(jnp.asarray(ts, problem.dtype), rows[0], state, status, info)
-    with progress_bar(total=T - done, desc="flow", unit="row", enabled=progress) as bar:
-        for start in range(done, T, size):
-            stop = min(start + size, T)
-            s0 = s_ts[start - 1] if start > 0 else jnp.zeros_like(s1)
-            new, state, status, st = _solve(problem, state, s0, s_ts[stop - 1], s_ts[start:stop], *args, False)
-            rows.append(new)
-            stats += np.asarray(st, np.int64)
-            bar.update(stop - start)
-            info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]),
-                        segment_rows=size)
-            joined = jax.tree_util.tree_map(lambda *a: np.concatenate([np.asarray(x) for x in a]), *rows)
-            traj = _flow_trajectory(jnp.asarray(ts[:stop], problem.dtype), joined, state, status, info)
-            if checkpoint is not None:
-                traj.save(checkpoint)
-            if int(status) != 0:
-                break
+    status, last = [jnp.asarray(Status.OK)], [None]
+
+    def advance(state, chunk):
+        a, b = chunk
+        if int(status[0]) != Status.OK:  # a failed segment ends the run: the rest is not reached
+            return state, jax.tree_util.tree_map(lambda r: np.full((b - a,) + r.shape[1:], np.inf), last[0])
+        s0 = s_ts[a - 1] if a > 0 else np.zeros_like(s1)
+        rows, final, st, counts, _ = _solve(coords, state, s0, s_ts[b - 1], s_ts[a:b], *args, False)
+        stats[:] += np.asarray(counts, np.int64)
+        status[0] = st
+        last[0] = jax.device_get(rows)
+        return final, last[0]
+
+    def info_now():
+        return dict(info, num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]))
+
+    def save_partial(state, new, n_chunks):
+        rows = _driver.join(pieces + new)
+        n = len(rows["loss"])
+        _trajectory(np.asarray(ts[:n]), rows, coords.scores(state), status[0], info_now()).save(checkpoint)
+
+    state, new = _driver.drive(advance, state, chunks, sizes=[b - a for a, b in chunks], done=done,
+                               on_chunk=None if checkpoint is None else save_partial, progress=progress,
+                               desc="flow", unit="row")
+    rows = _driver.join(pieces + new)
+    traj = _trajectory(jnp.asarray(ts, problem.dtype), rows, coords.scores(state), status[0], info_now())
+    if checkpoint is not None:
+        traj.save(checkpoint)
     return traj
 
 
-def _check_resume(resume: Trajectory, ts, info: dict, size: int) -> None:
-    theirs = resume.metadata
-    if theirs.get("integrator") != "flow" or resume.batch_shape:
-        raise ValueError("resume= takes an unbatched Trajectory from a segmented flow.")
-    for key in ("rtol", "atol", "solver"):
-        if theirs.get(key) != info.get(key):
-            raise ValueError(f"resume= comes from a flow with {key}={theirs.get(key)!r}, not {info.get(key)!r}.")
-    if not resume.ok:
-        raise ValueError(f"resume= comes from a failed flow ({resume.message}); it cannot be continued.")
-    done = np.asarray(resume.t)
-    n = len(done)
-    whole = n == len(ts)  # a finished run: resuming it returns it
-    if (theirs.get("segment_rows") != size or (n % size and not whole) or n > len(ts)
-            or not np.array_equal(done, np.asarray(ts)[:n])):
-        raise ValueError("resume= was saved with other times or segments; use the same ts, t1 and segments.")
-
-
 def _num(x):
-    return float(x) if v.is_concrete(x) and np.ndim(x) == 0 else "traced"
+    return float(x) if v.is_concrete(x) and np.ndim(x) == 0 else None
+
+
+def _finite_or_none(x):
+    x = float(x)
+    return x if np.isfinite(x) else None

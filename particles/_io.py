@@ -74,7 +74,10 @@ def versions() -> dict:
     from importlib import metadata
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("particles", "jax", "jaxlib", "numpy", "scipy", "diffrax", "equinox", "optax", "matplotlib"):
+    import particles
+
+    out["particles"] = particles.__version__
+    for pkg in ("jax", "jaxlib", "numpy", "scipy", "diffrax", "equinox", "optax", "matplotlib"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

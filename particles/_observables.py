@@ -12,27 +12,27 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 
-@jax.jit
-def residual(S: Float[Array, "N M"], Y: Float[Array, "N M"]) -> Float[Array, "N M"]:
-    """softmax(S) - Y: minus the force on each particle, before weighting by p.
-
-    At large margins softmax(S)[f*(x)] - 1 cancels catastrophically (1 - 1e-12 has four
-    correct digits), so the target entry is computed as minus the sum of the others (each
-    row of the residual sums to zero); every entry then has full relative precision.
-    """
-    R = jax.nn.softmax(S, axis=-1) - Y
-    target = jnp.broadcast_to(jax.nn.one_hot(jnp.argmax(Y, axis=-1), Y.shape[-1], dtype=bool), R.shape)
-    others = jnp.sum(jnp.where(target, 0.0, R), axis=-1, keepdims=True)
-    return jnp.where(target, -others, R)
+from ._dynamics import residual as residual  # the force lives with the dynamics
 
 
 @jax.jit
 def losses(S: Float[Array, "*B N M"], Y: Float[Array, "N M"]) -> Float[Array, "*B N"]:
-    """Per-input cross-entropy -sum_y q(y|x) log softmax(S[x])_y, shape (..., N)."""
-    logp = jax.nn.log_softmax(S, axis=-1)
-    Y = jnp.broadcast_to(Y, logp.shape)
-    # Where q(y|x) = 0 the term is 0 even if log p = -inf (exp underflow at huge margins).
-    return -jnp.sum(jnp.where(Y > 0, Y * logp, 0.0), axis=-1)
+    """Per-input cross-entropy -sum_y q(y|x) log softmax(S[x])_y, shape (..., N).
+
+    Written as sum_y q(y|x) (S_top - S_y) + log1p(sum_{y != top} e^{S_y - S_top}) with
+    S_top = max_y S[x, y]: every term is >= 0, so a loss of 1e-18 at margin 40 keeps full
+    relative precision (log_softmax rounds it to 0: log(1 + 1e-18) = 0 in float64).
+    """
+    # The top entry by index (not jnp.max): its gradient must go to the excluded entry
+    # alone, also at ties, for jax.grad of this form to be the softmax residual.
+    a = jnp.argmax(S, axis=-1)
+    top = jnp.take_along_axis(S, a[..., None], axis=-1)
+    is_top = jax.nn.one_hot(a, S.shape[-1], dtype=bool)
+    rest = jnp.sum(jnp.where(is_top, 0.0, jnp.exp(S - top)), axis=-1)
+    Y = jnp.broadcast_to(Y, S.shape)
+    # Where q(y|x) = 0 the term is 0 even if S_y = -inf.
+    gap = jnp.sum(jnp.where(Y > 0, Y * (top - S), 0.0), axis=-1)
+    return gap + jnp.log1p(rest)
 
 
 @jax.jit
@@ -79,3 +79,12 @@ def accuracy(S: Float[Array, "*B N M"], p: Float[Array, " N"], Y: Float[Array, "
 def zero_one(S: Float[Array, "*B N M"], p: Float[Array, " N"], Y: Float[Array, "N M"]) -> Float[Array, "*B"]:
     """The 0-1 loss sum_x p(x) 1{argmax_y S[x, y] != f*(x)} = 1 - accuracy."""
     return (~correct(S, Y)).astype(p.dtype) @ p
+
+
+@jax.jit
+def full_accuracy(S: Float[Array, "*B N M"], p: Float[Array, " N"], Y: Float[Array, "N M"]) -> Array:
+    """Whether every input with p(x) > 0 is predicted right (ties to the first class), shape (...).
+
+    Exact, unlike `accuracy(S) == 1` in floats; inputs outside the loss (p = 0) do not count.
+    """
+    return jnp.all(correct(S, Y) | (p == 0), axis=-1)

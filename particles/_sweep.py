@@ -1,21 +1,20 @@
-"""Grid sweeps of gradient descent: one compiled, vmapped call per chunk of grid cells.
+"""Sweeps: a grid of GD (or SGD) runs, one compiled, vmapped call per chunk of cells.
 
-A sweep evaluates a scalar summary of a GD run (time to full accuracy, loss spikes, final
-loss and margin) at every point of a grid of hyper-parameters. The hyper-parameters enter
-the compiled function as arrays, so the whole grid compiles once per problem size N; the
-cells are cut into equal chunks (the last one padded) that are
+A sweep records, per cell, the events of the run (`particles.events`, every step) and its
+end: no trajectory is kept, so a grid of 10⁶ cells costs the memory of one chunk. Values
+enter the compiled cell as arrays, so the grid compiles once per shape (each distinct n,
+m, d) and a repeated call with new values reuses the compilation. Cells are cut into
+chunks (the last one padded) that are sharded over every JAX device; with a checkpoint
+file the result so far is written after each chunk and an interrupted sweep resumes.
 
-- evaluated by `jit(vmap(cell))`, sharded over all JAX devices when there are several;
-- checkpointed one file per chunk, so an interrupted sweep resumes without losing a
-  finished chunk and gives the same arrays as an uninterrupted one.
-
-A cell whose scores turn non-finite is frozen at its last finite state and marked
-(`status` 1, `first_bad_step`); the other cells carry on.
+The paper's two-particle grid, asking only what the margin map carries, runs on the
+margin-map kernel of `particles.two_particle_hitting_times` (tested equal to this cell).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -25,250 +24,127 @@ from typing import Callable, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array
 
+from . import _driver, _dynamics, _events, _families, _grid, _results
 from . import _observables as obs
-from ._progress import progress_bar
-from ._io import atomic_savez
+from . import _validate as v
+from ._geometry import frequencies
+from ._status import Status
 
-AXES = ("lr", "corr", "p1", "log_odds", "n", "seed")
-"""The hyper-parameters a GD sweep can vary."""
+METRICS = ("first_full_accuracy", "full_accuracy_from", "loss_increases", "loss_spikes", "max_spike",
+           "final_loss", "final_min_margin", "margin_oscillations", "sign_flips", "status", "first_bad_step")
+"""What a sweep records per cell (the events follow the conventions of `particles.events`).
 
-METRICS = ("first_full_accuracy", "loss_increases", "max_spike", "final_loss", "final_min_margin",
-           "status", "first_bad_step")
-"""What a GD sweep records per cell.
-
-- `first_full_accuracy`: the first step at which every input is classified correctly
-  (0 when the start already is), -1 when it never happens.
-- `loss_increases`: how many steps raise the loss by more than a relative 1e-10
-  (rounding noise at late times is not counted).
-- `max_spike`: the largest rise of the loss above its running minimum, max_t (L_t - min_{s<=t} L_s).
-- `final_loss`, `final_min_margin`: after the last step (NaN for a non-finite cell).
-- `status`: 0 ok, 1 non-finite; `first_bad_step`: the first non-finite step, else -1.
+- `first_full_accuracy`, `full_accuracy_from`: steps (0 = the start), −1 = never.
+- `loss_increases`, `loss_spikes`: counts of increases and of runs of increases beyond
+  float resolution; `max_spike`: max_k (L_k − min_{j≤k} L_j).
+- `final_loss`, `final_min_margin` (over inputs with p > 0): after the last step, NaN for a
+  non-finite cell.
+- `margin_oscillations`, `sign_flips`: summed over tokens.
+- `status` ([`Status`][]) and `first_bad_step` (−1 when finite throughout).
 """
 
-_REL_INCREASE = 1e-10
+INTEGER_METRICS = ("first_full_accuracy", "full_accuracy_from", "loss_increases", "loss_spikes",
+                   "margin_oscillations", "sign_flips", "status", "first_bad_step")
+KERNEL_METRICS = _grid.KERNEL_METRICS
+"""The metrics the two-particle margin-map kernel computes (a sweep asking only these on a
+two-particle grid runs on it)."""
+
+INIT_KEY, PROBLEM_KEY = 2**32 - 1, 2**32 - 2
+"""With a cell's key `key(seed)`: batch k is `fold_in(key, k)` (as `particles.sgd(..., key=seed)`
+draws it), the random initial scores `fold_in(key, INIT_KEY)`, random embeddings
+`fold_in(key, PROBLEM_KEY)`."""
+
+MEMORY_BUDGET = 2.0**28
+"""Bytes of working memory a chunk of cells may use (sets the default chunk size)."""
 
 
-class SweepInterrupted(RuntimeError):
-    """Raised when a sweep stops after `stop_after` chunks (a test of resuming)."""
+# ---------------------------------------------------------------- the cell
+@dataclasses.dataclass(frozen=True)
+class _Cell:
+    """Everything static about a cell: hashable, so the compiled sweep is cached on it."""
+
+    family: _families.Family
+    shapes: tuple
+    steps: int
+    batch_size: Optional[int]
+    init_std: float
+    tol: _events.Tolerances
 
 
-# ------------------------------------------------------------------- grid
-def expand_grid(axes: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
-    """Every combination of the axis values, flattened in C order (last axis fastest).
+def _row(problem, S, step):
+    return _events.row(step, obs.loss(S, problem.p, problem.Y), obs.margins(S, problem.Y),
+                       obs.full_accuracy(S, problem.p, problem.Y))
 
-    **Arguments:**
 
-    - `axes`: an ordered mapping name -> 1-D values.
+def run_cell(problem, lr, steps: int, key, *, batch_size=None, init_std=0.0, tol=None) -> dict:
+    """The events and end of one run of `steps` GD steps (SGD with `batch_size`), all [`METRICS`][].
 
-    **Returns:** name -> flat array of length prod(len(values)).
+    The one cell behind sweeps and [`hitting_time`][]: the step of the one dynamics, the
+    reducer of `particles.events` on every step. SGD draws batch k from `fold_in(key, k)`,
+    as [`sgd`][] does; the random initial scores come from `fold_in(key, INIT_KEY)`. A
+    non-finite state is frozen at its last finite value (the other cells of a batch carry on).
     """
-    names = list(axes)
-    if not names:
-        return {}
-    mesh = np.meshgrid(*[np.asarray(axes[k]) for k in names], indexing="ij")
-    return {k: m.ravel() for k, m in zip(names, mesh)}
+    tol = _events.Tolerances.for_run("gd", problem.dtype) if tol is None else tol
+    S0 = problem.S0
+    if init_std:
+        S0 = S0 + init_std * jax.random.normal(jax.random.fold_in(key, INIT_KEY), S0.shape, S0.dtype)
+    c0 = _events.init(_row(problem, S0, jnp.asarray(0, _driver.int_dtype())))
+
+    def step(carry, k):
+        S, c = carry
+        # Batch k from fold_in(key, k), as `particles.sgd` draws it: same key, same batches.
+        w = None if batch_size is None else _dynamics.minibatch_weights(jax.random.fold_in(key, k), problem.p,
+                                                                        batch_size)
+        new = _dynamics.gd_step(problem, S, lr, w)
+        c = _events.update(c, _row(problem, new, k + 1), tol)
+        return (jnp.where(c["first_bad"] < 0, new, S), c), None
+
+    (S, c), _ = jax.lax.scan(step, (S0, c0), jnp.arange(steps, dtype=_driver.int_dtype()))
+    out = _events.result(c)
+    bad = out["first_bad_step"] >= 0
+    nan = jnp.asarray(jnp.nan, problem.dtype)
+    m = jnp.where(problem.p > 0, obs.margins(S, problem.Y), jnp.inf)
+    return dict(
+        first_full_accuracy=out["first_full_accuracy"],
+        full_accuracy_from=out["full_accuracy_from"],
+        loss_increases=out["loss_increases"],
+        loss_spikes=out["loss_spikes"],
+        max_spike=out["max_spike"],
+        final_loss=jnp.where(bad, nan, obs.loss(S, problem.p, problem.Y)),
+        final_min_margin=jnp.where(bad, nan, jnp.min(m)),
+        margin_oscillations=jnp.sum(out["oscillations"]),
+        sign_flips=jnp.sum(out["sign_flips"]),
+        status=jnp.where(bad, Status.NON_FINITE, Status.OK),
+        first_bad_step=out["first_bad_step"],
+    )
 
 
-def _fingerprint(spec: dict) -> str:
-    text = json.dumps(spec, sort_keys=True, default=lambda o: np.asarray(o).tolist())
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+@functools.partial(jax.jit, static_argnames=("cell", "metrics"))
+def _run_cells(values: dict, cell: _Cell, metrics: tuple) -> dict:
+    shapes = dict(cell.shapes)
+
+    def one(point):
+        point = dict(point)
+        lr, seed = point.pop("lr"), point.pop("seed", jnp.asarray(0))
+        key = _families.seed_key(seed)
+        problem = cell.family.build(shapes, point, jax.random.fold_in(key, PROBLEM_KEY))
+        out = run_cell(problem, jnp.asarray(lr, problem.dtype), cell.steps, key,
+                       batch_size=cell.batch_size, init_std=cell.init_std, tol=cell.tol)
+        return {k: out[k] for k in metrics}
+
+    return jax.vmap(one)(values)
 
 
-# ---------------------------------------------------------------- the engine
-def _mesh():
-    devices = jax.devices()
-    if len(devices) < 2:
-        return None
-    return jax.make_mesh((len(devices),), ("grid",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def run_chunks(
-    cell: Callable[[dict], dict],
-    params: Mapping[str, np.ndarray],
-    *,
-    chunk_size: int,
-    checkpoint: Optional[str] = None,
-    fingerprint: str = "",
-    tag: str = "",
-    progress: bool = False,
-    stop_after: Optional[int] = None,
-    done_before: int = 0,
-) -> tuple[dict[str, np.ndarray], int]:
-    """Evaluate `cell` at every point of `params` (flat arrays of equal length).
-
-    **Arguments:**
-
-    - `cell`: maps a dict of scalar arrays to a dict of scalar arrays; it is vmapped and
-      compiled once (every chunk has `chunk_size` cells, the last one padded).
-    - `params`: name -> flat array, all of one length K.
-    - `chunk_size`: cells per compiled call (rounded up to a multiple of the device count).
-    - `checkpoint`: a folder; each finished chunk is written there as
-      `chunk-<tag><index>.npz` and read back instead of recomputed.
-    - `fingerprint`: stored in each chunk file; a chunk with another fingerprint is an error.
-    - `stop_after`: raise [`SweepInterrupted`][] once this many chunks (counting
-      `done_before`) were computed in this process.
-
-    **Returns:** (name -> array of length K, chunks computed in this call).
-    """
-    names = list(params)
-    K = len(params[names[0]])
-    mesh = _mesh()
-    ndev = 1 if mesh is None else mesh.size
-    chunk_size = max(1, int(chunk_size))
-    chunk_size = ndev * math.ceil(chunk_size / ndev)
-    fn = jax.jit(jax.vmap(cell))
-    pieces: list[dict] = []
-    computed = 0
-    n_chunks = math.ceil(K / chunk_size)
-    with progress_bar(total=n_chunks, desc=f"sweep{(' ' + tag.rstrip('-')) if tag else ''}", unit="chunk",
-                      enabled=progress) as bar:
-        for i in range(n_chunks):
-            path = None if checkpoint is None else os.path.join(checkpoint, f"chunk-{tag}{i:05d}.npz")
-            if path is not None and os.path.exists(path):
-                pieces.append(_read_chunk(path, fingerprint))
-                bar.update(1)
-                continue
-            if stop_after is not None and done_before + computed >= stop_after:
-                raise SweepInterrupted(
-                    f"stopped after {done_before + computed} chunk(s) as asked; finished chunks are in "
-                    f"{checkpoint}: rerun with --resume"
-                )
-            lo, hi = i * chunk_size, min(K, (i + 1) * chunk_size)
-            chunk = {}
-            for k in names:
-                a = np.asarray(params[k][lo:hi])
-                # Pad with the chunk's first cell: same shapes -> no recompilation.
-                a = np.concatenate([a, np.repeat(a[:1], chunk_size - (hi - lo))])
-                chunk[k] = a
-            if mesh is not None:
-                spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("grid"))
-                chunk = {k: jax.device_put(a, spec) for k, a in chunk.items()}
-            out = jax.tree_util.tree_map(lambda a: np.asarray(a)[: hi - lo], fn(chunk))
-            if path is not None:
-                atomic_savez(path, dict(out, __fingerprint__=np.frombuffer(fingerprint.encode(), np.uint8)))
-            pieces.append(out)
-            computed += 1
-            bar.update(1)
-    merged = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-    return merged, computed
-
-
-def _read_chunk(path: str, fingerprint: str) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    got = arrays.pop("__fingerprint__", np.zeros(0, np.uint8)).tobytes().decode()
-    if got != fingerprint:
-        raise ValueError(
-            f"checkpoint={os.path.dirname(path)} is not allowed: its chunk {os.path.basename(path)} belongs "
-            "to a different sweep (other axes, steps or options); use a fresh output folder or drop --resume"
-        )
-    return arrays
-
-
-# ----------------------------------------------------------- the GD cell
-def frequencies(n: int, p1=None, log_odds=None, dtype=jnp.float64) -> Array:
-    """p for `n` inputs: (p1, rest shared equally), or p ∝ (e^log_odds, 1, ..., 1), or Zipf(1).
-
-    With n = 2: p1 gives (p1, 1 - p1), log_odds gives p1 = sigmoid(log_odds) (log(p1/p2)),
-    and the default Zipf(1) is (2/3, 1/3).
-    """
-    if p1 is not None and log_odds is not None:
-        raise ValueError("p1 and log_odds both given: they set the same frequency; give one.")
-    if log_odds is not None:
-        w = jnp.concatenate([jnp.exp(jnp.asarray(log_odds, dtype))[None], jnp.ones(n - 1, dtype)])
-        return w / w.sum()
-    if p1 is not None:
-        p1 = jnp.asarray(p1, dtype)
-        rest = jnp.broadcast_to((1 - p1) / max(n - 1, 1), (n - 1,))
-        return jnp.concatenate([p1[None], rest])
-    w = 1.0 / jnp.arange(1, n + 1, dtype=dtype)
-    return w / w.sum()
-
-
-def gd_cell(n: int, steps: int, *, sgd_batch: Optional[int] = None, init_std: float = 0.0,
-            dtype=jnp.float64) -> Callable[[dict], dict]:
-    """The summary of one GD run on the equicorrelated system, as a function of its parameters.
-
-    The system: n unit inputs with pairwise correlation `corr` (G_E = (1-corr) I + corr 11^T),
-    orthonormal outputs (G_U = I), f*(x) = x, frequencies from [`frequencies`][]; scores start
-    at 0, or at `init_std` * N(0, 1) drawn from `seed`. With `sgd_batch`, minibatch SGD with
-    batches drawn from `seed` replaces full-batch GD.
-
-    **Returns:** `cell(params) -> metrics` with params among `lr`, `corr`, `p1`, `log_odds`,
-    `seed` (scalars; `lr` is required) and the metrics of [`METRICS`][].
-    """
-    eye = jnp.eye(n, dtype=dtype)
-    Y = eye
-
-    def cell(params: dict) -> dict:
-        lr = jnp.asarray(params["lr"], dtype)
-        corr = jnp.asarray(params.get("corr", 0.0), dtype)
-        p = frequencies(n, params.get("p1"), params.get("log_odds"), dtype)
-        seed = jnp.asarray(params.get("seed", 0)).astype(jnp.uint32)
-        key = jax.random.key(seed)
-        k_init, k_batch = jax.random.split(key)
-        G_E = (1 - corr) * eye + corr * jnp.ones((n, n), dtype)
-        S0 = init_std * jax.random.normal(k_init, (n, n), dtype) if init_std else jnp.zeros((n, n), dtype)
-
-        def weights(k):
-            if sgd_batch is None:
-                return p
-            idx = jax.random.categorical(jax.random.fold_in(k_batch, k), jnp.log(p), shape=(sgd_batch,))
-            return jnp.zeros(n, dtype).at[idx].add(1.0 / sgd_batch)
-
-        def full(S):
-            return jnp.all(obs.correct(S, Y))
-
-        L0 = obs.loss(S0, p, Y)
-        int_t = jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
-        carry0 = dict(S=S0, L=L0, low=L0, first=jnp.where(full(S0), 0, -1).astype(int_t),
-                      inc=jnp.zeros((), int_t), spike=jnp.zeros((), dtype), bad=jnp.asarray(-1, int_t))
-
-        def step(c, k):
-            w = weights(k)
-            S = c["S"] - lr * (G_E @ (w[:, None] * obs.residual(c["S"], Y)))
-            L = obs.loss(S, p, Y)
-            ok = jnp.all(jnp.isfinite(S)) & jnp.isfinite(L) & (c["bad"] < 0)
-            S = jnp.where(ok, S, c["S"])
-            L_used = jnp.where(ok, L, c["L"])
-            low = jnp.minimum(c["low"], L_used)
-            new = dict(
-                S=S,
-                L=L_used,
-                low=low,
-                first=jnp.where((c["first"] < 0) & ok & full(S), k + 1, c["first"]),
-                inc=c["inc"] + (ok & (L_used > c["L"] * (1 + _REL_INCREASE))).astype(int_t),
-                spike=jnp.maximum(c["spike"], L_used - low),
-                bad=jnp.where((c["bad"] < 0) & ~ok, k + 1, c["bad"]),
-            )
-            return new, None
-
-        c, _ = jax.lax.scan(step, carry0, jnp.arange(steps, dtype=int_t))
-        bad = c["bad"] >= 0
-        nan = jnp.asarray(jnp.nan, dtype)
-        return dict(
-            first_full_accuracy=c["first"],
-            loss_increases=c["inc"],
-            max_spike=c["spike"],
-            final_loss=jnp.where(bad, nan, c["L"]),
-            final_min_margin=jnp.where(bad, nan, jnp.min(obs.margins(c["S"], Y))),
-            status=bad.astype(int_t),
-            first_bad_step=c["bad"],
-        )
-
-    return cell
-
-
-# --------------------------------------------------------------- the sweep
-@dataclasses.dataclass
+# --------------------------------------------------------------- the result
+@_results.register("sweep")
+@dataclasses.dataclass(frozen=True)
 class Sweep:
-    """A finished sweep: axis values and one array per metric, shaped by the axes.
+    """A finished (or partial) sweep: axis values and one array per metric, shaped by the axes.
 
-    **Fields:** `axes` (name -> values), `outputs` (metric -> array of shape
-    (len(axes[a]) for a in axes)), `config` (steps and options), `chunks_computed`
-    (in this process; fewer than the total when resumed).
+    **Fields:** `axes` (name → values, in the order given), `outputs` (metric → array of
+    shape `shape`), `config` (the family, steps and options, JSON-able), `chunks_computed`
+    (in this call; fewer than `chunks_total` when resumed), `chunks_total`.
     """
 
     axes: dict
@@ -279,106 +155,256 @@ class Sweep:
 
     @property
     def shape(self) -> tuple:
-        return tuple(len(v) for v in self.axes.values())
+        return tuple(len(a) for a in self.axes.values())
 
     @property
     def n_bad(self) -> int:
-        return int(np.sum(self.outputs["status"] != 0))
+        """Cells whose run went non-finite."""
+        return int(np.sum(self.outputs["status"] != Status.OK)) if "status" in self.outputs else 0
+
+    def __repr__(self) -> str:
+        axes = ", ".join(f"{k} ({len(a)})" for k, a in self.axes.items())
+        return (f"Sweep({self.config.get('family')}, {self.config.get('steps')} steps over {axes}; "
+                f"metrics {', '.join(self.outputs)}; {self.n_bad} non-finite cells)")
+
+    def save(self, path, *, extra: Optional[dict] = None) -> None:
+        """Write the sweep to one `.npz` file (see [`particles.save`][])."""
+        _results.save(path, self, extra=extra)
+
+    def _arrays(self) -> dict:
+        arrays = {f"axis.{k}": np.asarray(a) for k, a in self.axes.items()}
+        arrays.update({f"out.{k}": np.asarray(a) for k, a in self.outputs.items()})
+        return arrays
+
+    def _metadata(self) -> dict:
+        return dict(config=self.config, axes=list(self.axes), metrics=list(self.outputs),
+                    chunks=[self.chunks_computed, self.chunks_total], settings=self.config)
+
+    @classmethod
+    def _from_saved(cls, arrays: dict, metadata: dict) -> "Sweep":
+        axes = {k: arrays[f"axis.{k}"] for k in metadata["axes"]}
+        outputs = {k: arrays[f"out.{k}"] for k in metadata["metrics"]}
+        done, total = metadata.get("chunks", [0, 0])
+        return cls(axes, outputs, metadata["config"], done, total)
 
 
-def sweep_gd(
+# ---------------------------------------------------------------- the sweep
+def expand_grid(axes: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
+    """Every combination of the axis values, flattened in C order (last axis fastest).
+
+    >>> {k: a.tolist() for k, a in expand_grid({"lr": [1, 2], "corr": [0.0, 0.5]}).items()}
+    {'lr': [1, 1, 2, 2], 'corr': [0.0, 0.5, 0.0, 0.5]}
+    """
+    names = list(axes)
+    if not names:
+        return {}
+    mesh = np.meshgrid(*[np.asarray(axes[k]) for k in names], indexing="ij")
+    return {k: m.ravel() for k, m in zip(names, mesh)}
+
+
+def _check_axes(family, axes) -> dict:
+    out = {}
+    allowed = ("lr", "seed") + family.shape_axes + family.value_axes
+    for k, vals in axes.items():
+        if k not in allowed:
+            raise ValueError(f"axes has {k!r}, which is not allowed for the {family.name} family: "
+                             f"use names among {allowed}.")
+        a = np.asarray(vals, np.float64).ravel()
+        if a.size < 1 or not np.all(np.isfinite(a)):
+            raise ValueError(f"axes[{k!r}]={a.tolist()} is not allowed: give at least one finite value.")
+        out[k] = a
+    if "lr" not in out:
+        raise ValueError("axes has no 'lr': a sweep needs learning rates.")
+    if np.any(out["lr"] <= 0):
+        raise ValueError(f"lr={out['lr'].tolist()} is not allowed: learning rates must be > 0.")
+    if "seed" in out and (np.any(out["seed"] != np.round(out["seed"])) or np.any(out["seed"] < 0)):
+        raise ValueError(f"seed={out['seed'].tolist()} is not allowed: integers >= 0.")
+    family.check(out)
+    return out
+
+
+def _fingerprint(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def sweep(
+    problem: str | Callable,
     axes: Mapping[str, Sequence[float]],
     steps: int,
     *,
-    sgd_batch: Optional[int] = None,
+    metrics: Sequence[str] = METRICS,
+    batch_size: Optional[int] = None,
     init_std: float = 0.0,
     chunk_size: Optional[int] = None,
-    memory_budget: float = 2.0**28,
-    checkpoint: Optional[str] = None,
+    checkpoint: Optional[str | os.PathLike] = None,
     resume: bool = False,
     progress: bool = False,
-    stop_after: Optional[int] = None,
 ) -> Sweep:
-    """Sweep GD on the equicorrelated system over a grid (see [`gd_cell`][]).
+    """Run GD (or SGD) at every point of a grid and record the events of each run.
 
     **Arguments:**
 
-    - `axes`: ordered name -> values, names among [`AXES`][]; `lr` is required; `n`
-      defaults to 2. Each distinct `n` compiles once (the score shape changes).
+    - `problem`: a family name (`FAMILIES`: "equicorrelated", "two_particles", "sphere"),
+      or a function `f(**values) -> Problem` of the value axes (traced under `vmap`; a
+      parameter named `key` receives a PRNG key derived from the `seed` axis).
+    - `axes`: ordered name → values. `lr` (the step size) is required; `seed` seeds SGD
+      batches, random initial scores and random embeddings; the other names are the
+      family's: shape axes n, m, d (each distinct value compiles once) and value axes
+      corr and one frequency law among p1, log_odds, zipf.
     - `steps`: GD steps per cell.
-    - `sgd_batch`, `init_std`: as in [`gd_cell`][].
-    - `chunk_size`: cells per compiled call; by default the whole grid (per n) when it fits
-      in `memory_budget` bytes, fewer otherwise.
-    - `checkpoint`: folder for per-chunk files; with `resume=True` finished chunks are
-      reused (and must come from the same sweep), otherwise the folder must hold none.
-    - `stop_after`: stop after this many computed chunks (raises [`SweepInterrupted`][]).
+    - `metrics`: the names among [`METRICS`][] to record.
+    - `batch_size`: minibatch SGD with this batch (x ~ p, with replacement) instead of GD.
+    - `init_std`: initial scores S0 + init_std · N(0, 1), drawn from the seed.
+    - `chunk_size`: cells per compiled call; by default as many as fit in `MEMORY_BUDGET`.
+    - `checkpoint`: a file; the sweep so far is written there after each chunk. With
+      `resume=True` a partial sweep in it (of the same settings) is continued.
+    - `progress`: a progress bar over chunks on stderr.
 
     **Returns:** a [`Sweep`][].
+
+    >>> import particles as pt
+    >>> s = pt.sweep("equicorrelated", {"lr": [0.5, 5.0], "zipf": [0.0, 2.0]}, 200, metrics=["first_full_accuracy"])
+    >>> s.outputs["first_full_accuracy"].tolist()  # rows: lr; columns: Zipf exponent
+    [[1, 4], [1, 2]]
     """
-    axes = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in axes.items()}
-    for k, vals in axes.items():
-        if k not in AXES:
-            raise ValueError(f"axes has {k!r}, which is not allowed: use names among {AXES}.")
-        if vals.size < 1 or not np.all(np.isfinite(vals)):
-            raise ValueError(f"axes[{k!r}]={vals.tolist()} is not allowed: give at least one finite value.")
-    if "lr" not in axes:
-        raise ValueError("axes has no 'lr': a GD sweep needs learning rates.")
-    if np.any(axes["lr"] <= 0):
-        raise ValueError(f"lr={axes['lr'].tolist()} is not allowed: learning rates must be > 0.")
-    if "p1" in axes and "log_odds" in axes:
-        raise ValueError("axes has both 'p1' and 'log_odds': they set the same frequency; sweep one.")
-    if "p1" in axes and np.any((axes["p1"] <= 0) | (axes["p1"] >= 1)):
-        raise ValueError(f"p1={axes['p1'].tolist()} is not allowed: frequencies must lie in (0, 1).")
-    ns = axes.get("n", np.array([2.0]))
-    if np.any(ns != np.round(ns)) or np.any(ns < 2):
-        raise ValueError(f"n={ns.tolist()} is not allowed: integers >= 2.")
-    if "corr" in axes:
-        lo = -1.0 / (ns.max() - 1)
-        if np.any(axes["corr"] < lo) or np.any(axes["corr"] > 1):
-            raise ValueError(f"corr={axes['corr'].tolist()} is not allowed: it must lie in [{lo:g}, 1] "
-                             f"(equicorrelated unit vectors for n up to {int(ns.max())}).")
-    if "seed" in axes and (np.any(axes["seed"] != np.round(axes["seed"])) or np.any(axes["seed"] < 0)):
-        raise ValueError(f"seed={axes['seed'].tolist()} is not allowed: integers >= 0.")
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps={steps!r} is not allowed: an int >= 1.")
-
-    config = dict(steps=int(steps), sgd_batch=sgd_batch, init_std=float(init_std), chunk_size=chunk_size,
-                  system="equicorrelated inputs, orthonormal outputs, f*(x)=x, S0=0 unless init_std")
-    fp = _fingerprint(dict(axes={k: v for k, v in axes.items()}, **config))
-    if checkpoint is not None:
-        os.makedirs(checkpoint, exist_ok=True)
-        existing = [f for f in os.listdir(checkpoint) if f.startswith("chunk-")]
-        if existing and not resume:
-            raise ValueError(
-                f"checkpoint={checkpoint} is not allowed: it already holds {len(existing)} chunk file(s) "
-                "of an earlier sweep; pass --resume to continue it or choose another folder"
-            )
-
+    family = _families.of(problem)
+    steps = v.check_count("steps", steps, 1)
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        v.fail("metrics", str(unknown or metrics), f"names among {METRICS}")
+    if batch_size is not None:
+        batch_size = v.check_count("batch_size", batch_size, 1)
+    if not (np.isfinite(init_std) and init_std >= 0):
+        v.fail("init_std", init_std, "a number >= 0")
+    axes = _check_axes(family, axes)
+    config = dict(family=family.name, steps=steps, metrics=list(metrics), batch_size=batch_size,
+                  init_std=float(init_std), axes={k: a.tolist() for k, a in axes.items()}, doc=family.doc)
+    config["fingerprint"] = _fingerprint(config)
     flat = expand_grid(axes)
-    K = len(next(iter(flat.values())))
-    n_flat = flat.get("n", np.full(K, 2.0)).astype(int)
-    outputs = {m: np.empty(K, np.float64) for m in METRICS}
-    computed = total = 0
-    for n in np.unique(n_flat):
-        idx = np.nonzero(n_flat == n)[0]
-        params = {k: v[idx] for k, v in flat.items() if k != "n"}
-        if "seed" in params:
-            params["seed"] = params["seed"].astype(np.int64)
-        per_cell = 8.0 * (12 * n * n + 64) * max(1, 1)
-        size = chunk_size or max(1, min(len(idx), int(memory_budget // per_cell)))
-        cell = gd_cell(int(n), int(steps), sgd_batch=sgd_batch, init_std=init_std)
-        out, done = run_chunks(cell, params, chunk_size=size, checkpoint=checkpoint, fingerprint=fp,
-                               tag=f"n{int(n)}-", progress=progress, stop_after=stop_after,
-                               done_before=computed)
-        computed += done
-        total += math.ceil(len(idx) / size)
-        for m in METRICS:
-            outputs[m][idx] = out[m]
-    shape = tuple(len(v) for v in axes.values())
-    shaped = {}
-    for m in METRICS:
-        a = outputs[m].reshape(shape)
-        shaped[m] = a.astype(np.int64) if m in ("first_full_accuracy", "loss_increases", "status",
-                                                 "first_bad_step") else a
-    return Sweep(axes=axes, outputs=shaped, config=dict(config, fingerprint=fp), chunks_computed=computed,
-                 chunks_total=total)
+    K = len(flat["lr"])
+    kernel = (family.two_particles or (family.name == "equicorrelated" and set(axes.get("n", [2])) == {2}))
+    if (kernel and set(metrics) <= set(KERNEL_METRICS) and batch_size is None and not init_std
+            and set(axes) <= {"lr", "corr", "p1", "log_odds", "zipf", "n"}):
+        outputs, chunks = _on_kernel(flat, steps, metrics), (1, 1)
+        config["engine"] = "two-particle kernel"
+    else:
+        config["engine"] = "cells"
+        outputs, chunks = _on_cells(family, flat, K, steps, metrics, batch_size, init_std, chunk_size, checkpoint,
+                                    resume, progress, config)
+    shape = tuple(len(a) for a in axes.values())
+    shaped = {m: outputs[m].reshape(shape) for m in metrics}
+    return Sweep(axes, shaped, config, *chunks)
+
+
+def _on_kernel(flat, steps, metrics) -> dict:
+    law = {k: flat[k] for k in _families.LAWS if k in flat}
+    if "p1" in law:
+        p1 = law["p1"]
+    else:  # the same law as the generic cell's, one value per cell
+        p1 = np.asarray(jax.vmap(lambda **kw: frequencies(2, **kw)[0])(**law)) if law else 2.0 / 3.0
+    out = _grid.two_particle_events(flat.get("corr", 0.0), p1, flat["lr"], steps)
+    return {m: np.asarray(out[m]) for m in metrics}
+
+
+def _groups(family, flat, K) -> list:
+    """Cell indices grouped by their shape axes: (shapes, indices)."""
+    keys = [tuple(sorted(_families.shapes_of(family, {k: flat[k][i] for k in family.shape_axes if k in flat})
+                         .items())) for i in range(K)] if family.shape_axes else [()] * K
+    groups = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return [(key, np.asarray(idx)) for key, idx in groups.items()]
+
+
+def _on_cells(family, flat, K, steps, metrics, batch_size, init_std, chunk_size, checkpoint, resume, progress,
+              config):
+    from ._problem import default_dtype
+
+    tol = _events.Tolerances.for_run("gd", np.dtype(default_dtype()).name)
+    ndev = len(jax.devices())
+    chunks = []
+    for shapes, idx in _groups(family, flat, K):
+        size = chunk_size or _default_chunk(dict(shapes), len(idx), steps)
+        size = ndev * math.ceil(size / ndev)
+        cell = _Cell(family, shapes, steps, batch_size, float(init_std), tol)
+        chunks += [(cell, idx[i:i + size], size) for i in range(0, len(idx), size)]
+    outputs = {m: np.full(K, -2 if m in INTEGER_METRICS else np.nan,
+                          np.int64 if m in INTEGER_METRICS else np.float64) for m in metrics}
+    done = 0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        if not resume:
+            raise ValueError(f"checkpoint={os.fspath(checkpoint)} is not allowed: it holds an earlier sweep; pass "
+                             "resume=True (--resume) to continue it, or choose another file.")
+        prior = _results.load(checkpoint)
+        if not isinstance(prior, Sweep) or prior.config.get("fingerprint") != config["fingerprint"]:
+            raise ValueError(f"checkpoint={os.fspath(checkpoint)} is not allowed: it belongs to a different sweep "
+                             "(other axes, steps or options); use a fresh file or drop resume.")
+        done = prior.chunks_computed
+        for m in metrics:
+            outputs[m] = prior.outputs[m].reshape(-1).copy()
+    mesh = _mesh(ndev)
+    names = list(flat)
+
+    def advance(_, chunk):
+        cell, idx, size = chunk
+        values = {k: np.concatenate([flat[k][idx], np.repeat(flat[k][idx[:1]], size - len(idx))])
+                  for k in names if k not in family.shape_axes}
+        if "seed" in values:
+            values["seed"] = values["seed"].astype(np.int64)
+        if mesh is not None:
+            spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("cells"))
+            values = {k: jax.device_put(a, spec) for k, a in values.items()}
+        out = _run_cells(values, cell, metrics)
+        for m in metrics:
+            outputs[m][idx] = np.asarray(out[m])[: len(idx)]
+        return None, None
+
+    def save_partial(_, pieces, n_done):
+        partial = Sweep({"cell": np.arange(K)}, {m: outputs[m] for m in metrics}, config, n_done, len(chunks))
+        _results.save(checkpoint, partial)
+
+    _driver.drive(advance, None, chunks, sizes=[1] * len(chunks), done=done,
+                  on_chunk=None if checkpoint is None else save_partial, progress=progress, desc="sweep",
+                  unit="chunk")
+    if checkpoint is not None:
+        save_partial(None, None, len(chunks))
+    return outputs, (len(chunks) - done, len(chunks))
+
+
+def _default_chunk(shapes: dict, n_cells: int, steps: int) -> int:
+    n = shapes.get("n", 2)
+    m = shapes.get("m", n) or n
+    per_cell = 8.0 * (16 * n * max(m, n) + 256)
+    return max(1, min(n_cells, int(MEMORY_BUDGET // per_cell)))
+
+
+def _mesh(ndev: int):
+    if ndev < 2:
+        return None
+    return jax.make_mesh((ndev,), ("cells",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def hitting_time(problem, lr, steps: int):
+    """First GD step at which every input (with p > 0) is predicted right; −1 if none.
+
+    The `first_full_accuracy` event of the sweep cell (0 when the start already is), for one
+    problem; vmap it over a batch of problems, or use [`sweep`][] for a grid.
+
+    **Arguments:** `problem` (a [`Problem`][]), `lr` (step size > 0, may be traced),
+    `steps` (GD steps).
+
+    **Returns:** an int scalar in {−1} ∪ [0, steps].
+
+    >>> import particles as pt
+    >>> int(pt.hitting_time(pt.two_particles(0.95, 0.75), 1.0, 100))
+    7
+    """
+    steps = v.check_count("steps", steps, 1)
+    v.check_positive("lr", lr)
+    return _hitting(problem, jnp.asarray(lr, problem.dtype), steps)
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def _hitting(problem, lr, steps):
+    return run_cell(problem, lr, steps, jax.random.key(0))["first_full_accuracy"]

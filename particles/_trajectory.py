@@ -1,11 +1,11 @@
-"""`Trajectory`: what an integrator returns, with a one-screen repr and safe save/load."""
+"""`Trajectory`: the saved rows of a run (gd, sgd, flow, gd_weights), with a one-screen repr."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import equinox as eqx
 import jax
@@ -13,32 +13,47 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ._io import atomic_savez, jsonable, versions
+from . import _results
+from ._io import jsonable
+from ._status import Status
 
-FORMAT = "particles.trajectory"
-FORMAT_VERSION = 1
-_PROBLEM_ARRAYS = ("p", "Y", "G_E", "G_U", "S0", "E", "U", "W0")
+_ROWS = ("t", "loss", "zero_one", "accuracy", "margins", "final_scores", "status", "first_bad_step", "steps",
+         "scores", "W")
+_REQUIRED = {"t", "loss", "zero_one", "accuracy", "margins", "final_scores", "status", "first_bad_step"}
+_SHOWN = ("lr", "batch_size", "optimizer", "rtol", "solver", "structure", "dtype")
 
-STATUS = {0: "ok", 1: "non-finite values", 2: "max_steps reached", 3: "solver failure"}
+
+def meta_json(metadata: dict) -> str:
+    """Metadata as the canonical JSON text a result stores (hashable: a static field)."""
+    return json.dumps(jsonable(metadata), sort_keys=True)
 
 
+@_results.register("trajectory")
 class Trajectory(eqx.Module):
     """Saved observables of one run (or a batch of runs, when produced under `vmap`).
 
     **Fields** (T saved rows; a leading batch axis when batched):
 
     - `steps`: step index of each row (discrete integrators), shape (T,); `None` for `flow`.
-    - `t`: time of each row, shape (T,): t for `flow`; for discrete runs, `steps` as floats.
+    - `t`: time of each row, shape (T,): t for `flow`; for discrete runs, `steps` as floats
+      (GD with step η follows the flow at time η·step).
     - `loss`, `zero_one`, `accuracy`: population quantities, shape (T,).
     - `margins`: m(x) for each input, shape (T, N).
     - `scores`: S at each row, shape (T, N, M), when asked for (`save_scores=True`).
     - `W`: the weights at each row, shape (T, d, d) (`gd_weights` with `save_weights=True`).
     - `final_scores`: S after the last step, shape (N, M) (for restarting a run).
-    - `status`: 0 ok, 1 non-finite values, 2 max_steps reached (flow), 3 solver failure.
-    - `first_bad_step`: first step whose state is non-finite (discrete), else -1.
-    - `info`: static metadata: integrator, settings, structure, dtype.
+    - `status`: a [`Status`][] code (0 ok, 1 non-finite, 2 max_steps, 3 solver failure).
+    - `first_bad_step`: first step whose state is non-finite (discrete), else −1.
+    - `info`: static metadata, a JSON object: the integrator and its settings, structure,
+      dtype (read it as a dict with `metadata`; a loaded file adds `extra` and `versions`).
 
-    `Trajectory.ok` is True when every run succeeded; `Trajectory.message` says what failed.
+    `traj.ok` is True when every run succeeded; `traj.message` says what failed;
+    `traj[k]` is member k of a batch.
+
+    >>> import particles as pt
+    >>> traj = pt.gd(pt.orthogonal([0.5, 0.5]), lr=1.0, steps=4)
+    >>> traj.margins.shape, traj.ok
+    ((5, 2), True)
     """
 
     t: Float[Array, "*B T"]
@@ -52,12 +67,13 @@ class Trajectory(eqx.Module):
     steps: Optional[Int[Array, "*B T"]] = None
     scores: Optional[Float[Array, "*B T N M"]] = None
     W: Optional[Float[Array, "*B T d d"]] = None
-    info: tuple = eqx.field(static=True, default=())
+    info: str = eqx.field(static=True, default="{}")
 
     # ------------------------------------------------------------------ views
     @property
     def metadata(self) -> dict:
-        return dict(self.info)
+        """The run's settings (integrator, lr, seed, …) as a dict (a fresh copy)."""
+        return json.loads(self.info)
 
     @property
     def integrator(self) -> str:
@@ -69,26 +85,27 @@ class Trajectory(eqx.Module):
 
     @property
     def ok(self) -> bool:
-        return bool(np.all(np.asarray(self.status) == 0))
+        return bool(np.all(np.asarray(self.status) == Status.OK))
 
     @property
     def message(self) -> str:
+        """What went wrong, in words ("ok" when nothing did), with what to change."""
         status = np.asarray(self.status)
-        if np.all(status == 0):
+        if np.all(status == Status.OK):
             return "ok"
         parts = []
-        for code in sorted(set(status.ravel().tolist()) - {0}):
-            where = np.argwhere(status == code)
-            what = STATUS.get(code, f"status {code}")
-            if code == 1:
+        for code in sorted(set(status.ravel().tolist()) - {Status.OK}):
+            what = Status(code).describe()
+            if code == Status.NON_FINITE and self.steps is not None:
                 bad = np.asarray(self.first_bad_step)
                 if status.ndim == 0:
                     what += f" from step {int(bad)}" if bad >= 0 else ""
                 else:
-                    what += f" in {len(where)} of {status.size} runs (first bad steps {np.unique(bad[bad >= 0])[:5].tolist()})"
-            elif status.ndim > 0:
-                what += f" in {len(where)} of {status.size} runs"
-            parts.append(what)
+                    what += f" (first bad steps {np.unique(bad[bad >= 0])[:5].tolist()})"
+            if status.ndim > 0:
+                what += f" in {int(np.sum(status == code))} of {status.size} runs"
+            hint = (self.metadata.get("hints") or {}).get(Status(code).name)
+            parts.append(what + (f": {hint}" if hint else ""))
         return "; ".join(parts)
 
     def __getitem__(self, index) -> "Trajectory":
@@ -96,46 +113,50 @@ class Trajectory(eqx.Module):
         if not self.batch_shape:
             raise IndexError("this Trajectory is not batched")
         member = jax.tree_util.tree_map(lambda a: a[index], self)
-        info = dict(self.info)
-        if isinstance(info.get("lr"), tuple) and isinstance(index, (int, np.integer)):
+        info = self.metadata
+        if isinstance(info.get("lr"), (tuple, list)) and isinstance(index, (int, np.integer)):
             info["lr"] = info["lr"][index]  # the member's own rate, so that it can be resumed
-        return dataclasses.replace(member, info=tuple(info.items()))
+        return dataclasses.replace(member, info=meta_json(info))
 
     def __repr__(self) -> str:
         m = np.asarray(self.margins)
+        members = int(np.prod(self.batch_shape)) if self.batch_shape else 0
         lines = [f"Trajectory({self.integrator}"]
-        if self.batch_shape:
-            lines.append(f"  batch      {self.batch_shape}")
+        if members:
+            lines.append(f"  batch      {self.batch_shape}: ranges below are min .. max over the {members} members")
         T, N = m.shape[-2], m.shape[-1]
         M = np.shape(self.final_scores)[-1]
-        tt = np.asarray(self.t)
         if self.steps is not None:
             st = np.asarray(self.steps)
             lines.append(f"  rows       {T} (steps {int(st.min())} .. {int(st.max())}); N={N}, M={M}")
         else:
+            tt = np.asarray(self.t)
             lines.append(f"  rows       {T} (t {tt.min():.4g} .. {tt.max():.4g}); N={N}, M={M}")
 
         def span(name, a):
             a = np.asarray(a)
             first, last = a[..., 0], a[..., -1]
-            if first.size == 1:
+            if not members:
                 return f"  {name:<10} {float(first):.6g} -> {float(last):.6g}"
-            return f"  {name:<10} [{np.nanmin(first):.4g}, {np.nanmax(first):.4g}] -> [{np.nanmin(last):.4g}, {np.nanmax(last):.4g}]"
+            return (f"  {name:<10} {np.nanmin(first):.4g} .. {np.nanmax(first):.4g} -> "
+                    f"{np.nanmin(last):.4g} .. {np.nanmax(last):.4g}")
 
         lines.append(span("loss", self.loss))
         lines.append(span("accuracy", self.accuracy))
         mfirst, mlast = m[..., 0, :], m[..., -1, :]
-        if N <= 6 and not self.batch_shape:
-            fmt = lambda a: "(" + ", ".join(f"{x:.4g}" for x in a) + ")"
+        if N <= 6 and not members:
+            fmt = lambda a: "(" + ", ".join(f"{x:.4g}" for x in a) + ")"  # noqa: E731
             lines.append(f"  margins    {fmt(mfirst)} -> {fmt(mlast)}")
         else:
-            lines.append(f"  margins    min {np.nanmin(mfirst):.4g} -> {np.nanmin(mlast):.4g}, max {np.nanmax(mfirst):.4g} -> {np.nanmax(mlast):.4g}")
+            lines.append(f"  margins    min {np.nanmin(mfirst):.4g} -> {np.nanmin(mlast):.4g}, "
+                         f"max {np.nanmax(mfirst):.4g} -> {np.nanmax(mlast):.4g} (over tokens"
+                         + (" and members)" if members else ")"))
         meta = self.metadata
-        extra = [f"{k}={meta[k]}" for k in ("lr", "batch_size", "rtol", "solver", "structure", "dtype") if k in meta]
+        shown = [f"{k}={meta[k]}" for k in _SHOWN if meta.get(k) is not None]
         if "num_steps" in meta:
-            extra.append(f"solver steps={meta['num_steps']}")
-        if extra:
-            lines.append("  settings   " + ", ".join(str(e) for e in extra))
+            shown.append(f"solver steps={meta['num_steps']}")
+        if shown:
+            lines.append("  settings   " + ", ".join(shown))
         saved = [n for n in ("scores", "W") if getattr(self, n) is not None]
         if saved:
             lines.append("  saved      " + ", ".join(f"{n} {tuple(np.shape(getattr(self, n)))}" for n in saved))
@@ -144,101 +165,76 @@ class Trajectory(eqx.Module):
 
     # --------------------------------------------------------------- save/load
     def save(self, path: str | os.PathLike, *, problem=None, extra: Optional[dict] = None) -> None:
-        """Write arrays and JSON metadata to one `.npz` file, atomically (temp file, rename).
+        """Write the trajectory to one `.npz` file, atomically (see [`particles.save`][]).
 
         The metadata holds `info` (the integrator's settings, the SGD seed), package versions
-        and anything in `extra`; with `problem`, its arrays are stored too (read them back with
-        [`Trajectory.load_problem`][]). No pickles: loading runs no code.
+        and anything in `extra`; with `problem`, its arrays are stored too (read them back
+        with [`Trajectory.load_problem`][]). No pickles: loading runs no code.
         """
-        arrays = {}
-        problem_meta = None
-        if problem is not None:
-            for name in _PROBLEM_ARRAYS:
-                value = getattr(problem, name)
-                if value is not None:
-                    arrays[f"problem.{name}"] = np.asarray(value)
-            problem_meta = dict(structure_E=problem.structure_E, structure_U=problem.structure_U)
-        for name in ("t", "loss", "zero_one", "accuracy", "margins", "final_scores", "status",
-                     "first_bad_step", "steps", "scores", "W"):
-            value = getattr(self, name)
-            if value is not None:
-                arrays[name] = np.asarray(value)
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "info": jsonable(self.metadata),
-            "versions": versions(),
-            "extra": jsonable(extra or {}),
-            "problem": problem_meta,
-        }
-        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        atomic_savez(path, arrays)
+        _results.save(path, self, problem=problem, extra=extra)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Trajectory":
-        """Read a file written by `save`. Raises `ValueError` for corrupt or foreign files."""
-        arrays = _read(path)
-        if "__meta__" not in arrays:
-            raise ValueError(f"{path}: not a particles trajectory (no metadata)")
-        try:
-            meta = json.loads(arrays.pop("__meta__").tobytes().decode())
-        except Exception as e:
-            raise ValueError(f"{path}: corrupt metadata ({e})") from None
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: trajectory format version {meta.get('format_version')} cannot be read by "
-                f"this particles (reads version {FORMAT_VERSION})"
-            )
-        missing = {"t", "loss", "zero_one", "accuracy", "margins", "final_scores", "status", "first_bad_step"} - set(arrays)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}")
-        if not isinstance(meta.get("info"), dict):
-            raise ValueError(f"{path}: corrupt metadata (no 'info' mapping)")
-        info = tuple((k, _hashable(v)) for k, v in meta["info"].items())
-        known = {f.name for f in dataclasses.fields(cls)} - {"info"}
-        fields = {k: a for k, a in arrays.items() if not k.startswith("problem.")}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ValueError(f"{path}: unexpected arrays {unknown} for a trajectory")
-        try:
-            return cls(**{k: jnp.asarray(a) for k, a in fields.items()}, info=info)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: not a valid trajectory ({e})") from None
+        """Read a file written by `save`; `metadata` gains the saved `extra` and `versions`.
+
+        Raises `ValueError` for corrupt or foreign files.
+        """
+        saved = _results.load_saved(path, "trajectory")
+        info = dict(saved.metadata, extra=saved.extra, versions=saved.versions)
+        return dataclasses.replace(saved.result, info=meta_json(info))
 
     @staticmethod
     def load_problem(path: str | os.PathLike):
         """The [`Problem`][] stored by `save(path, problem=...)`, or None if none was."""
-        from ._problem import Problem
+        return _results.load_problem(path)
 
-        data = _read(path)
-        arrays = {k[len("problem."):]: v for k, v in data.items() if k.startswith("problem.")}
-        try:
-            meta = json.loads(data["__meta__"].tobytes().decode()) if "__meta__" in data else {}
-        except Exception as e:
-            raise ValueError(f"{path}: corrupt metadata ({e})") from None
-        if not arrays:
-            return None
-        kinds = meta.get("problem") or {}
-        return Problem(**{k: jnp.asarray(v) for k, v in arrays.items()},
-                       structure_E=kinds.get("structure_E", "dense"), structure_U=kinds.get("structure_U", "dense"))
+    # ----------------------------------------------------- result-format hooks
+    def _arrays(self) -> dict:
+        return {name: getattr(self, name) for name in _ROWS}
 
+    def _metadata(self) -> dict:
+        return self.metadata
 
-# ------------------------------------------------------------------- helpers
-def _read(path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # zipfile, format or pickle errors: all mean "not a good file"
-        raise ValueError(f"{path}: not a readable trajectory file ({type(e).__name__}: {e})") from None
+    @classmethod
+    def _from_saved(cls, arrays: dict, metadata: dict) -> "Trajectory":
+        missing = _REQUIRED - set(arrays)
+        if missing:
+            raise ValueError(f"missing arrays {sorted(missing)}")
+        unknown = sorted(set(arrays) - set(_ROWS))
+        if unknown:
+            raise ValueError(f"unexpected arrays {unknown} for a trajectory")
+        return cls(**{k: jnp.asarray(a) for k, a in arrays.items()}, info=meta_json(metadata))
 
 
-def _hashable(x: Any):
-    if isinstance(x, list):
-        return tuple(_hashable(v) for v in x)
-    if isinstance(x, dict):
-        return tuple((k, _hashable(v)) for k, v in x.items())
-    return x
+@_results.register("runs")
+class Runs(dict):
+    """Several named trajectories saved in one file (e.g. `simulate`'s GD rates and flow).
+
+    A plain dict name -> [`Trajectory`][]; `particles.save(path, Runs(...), problem=...)`
+    writes it, `particles.load(path)` returns it.
+
+    >>> import particles as pt
+    >>> problem = pt.orthogonal([0.5, 0.5])
+    >>> runs = Runs(gd=pt.gd(problem, 1.0, 3), flow=pt.flow(problem, 3.0))
+    >>> sorted(runs)
+    ['flow', 'gd']
+    """
+
+    def _arrays(self) -> dict:
+        out = {}
+        for name, traj in self.items():
+            if "/" in name:
+                raise ValueError(f"run name {name!r} is not allowed: no '/'.")
+            out.update({f"{name}/{k}": a for k, a in traj._arrays().items() if a is not None})
+        return out
+
+    def _metadata(self) -> dict:
+        return {"runs": {name: traj.metadata for name, traj in self.items()}}
+
+    @classmethod
+    def _from_saved(cls, arrays: dict, metadata: dict) -> "Runs":
+        out = cls()
+        for name, meta in metadata["runs"].items():
+            own = {k.split("/", 1)[1]: a for k, a in arrays.items() if k.split("/", 1)[0] == name}
+            out[name] = Trajectory._from_saved(own, meta)
+        return out

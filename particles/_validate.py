@@ -6,8 +6,9 @@ Python; those checks are skipped, as the public docstrings say.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 def is_concrete(x) -> bool:
@@ -82,3 +83,33 @@ def check_in_range(name: str, value, lo: float, hi: float) -> None:
         arr = np.asarray(value)
         if not np.all(np.isfinite(arr)) or np.any(arr < lo) or np.any(arr > hi):
             fail(name, value, f"it must lie in [{lo:g}, {hi:g}]")
+
+
+def prng_key(name: str, key):
+    """A JAX PRNG key from a key or an integer seed (`0` means `jax.random.key(0)`).
+
+    New-style keys (`jax.random.key`) and raw ones (`jax.random.PRNGKey`) pass through.
+    """
+    if isinstance(key, bool):
+        fail(name, key, "a JAX PRNG key or an integer seed >= 0")
+    if isinstance(key, (int, np.integer)):
+        if key < 0:
+            fail(name, key, "a JAX PRNG key or an integer seed >= 0")
+        return jax.random.key(int(key))
+    if hasattr(key, "dtype") and (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                  or (np.shape(key) == (2,) and np.issubdtype(key.dtype, np.unsignedinteger))):
+        return key
+    if hasattr(key, "dtype") and np.ndim(key) == 0 and np.issubdtype(key.dtype, np.integer):
+        # A traced or array integer seed (e.g. a sweep axis under vmap).
+        return jax.random.key(jnp.asarray(key).astype(jnp.uint32))
+    fail(name, str(key), "a JAX PRNG key (jax.random.key(seed)) or an integer seed >= 0")
+
+
+def seed_of(key):
+    """A JSON-able record of a key or seed: the int seed, or the key's data as a list."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return int(key)
+    if not is_concrete(key):
+        return None
+    data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return np.asarray(data).ravel().tolist()

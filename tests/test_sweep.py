@@ -1,154 +1,235 @@
-"""The sweep engine: grid expansion, GD cell metrics against an independent W-space loop,
-chunking/sharding invariance, one compilation per problem size, checkpoint and resume."""
+"""Sweeps: the cell against an independent W-space numpy loop, the margin-map kernel against
+the generic cell (bit for bit on the paper's grid), families, chunking and sharding,
+compilation, SGD and random init inside sweeps, checkpoint and resume, bad input."""
 
 import itertools
+import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from particles._sweep import (
-    SweepInterrupted,
-    expand_grid,
-    frequencies,
-    gd_cell,
-    run_chunks,
-    sweep_gd,
-)
+import particles as pt
+from benchmarks._grid_baselines import numpy_hitting_times
+from particles._sweep import INIT_KEY, run_cell
+
+from helpers import compilations
+
+ULPS = 64 * np.finfo(np.float64).eps  # the resolution of GD events (particles.events.RESOLUTION_ULPS)
 
 
 def _reference(n, corr, p, lr, steps):
-    """GD on W (numpy, explicit embeddings): the metrics of `gd_cell`, computed independently."""
+    """GD on W in numpy with explicit embeddings, and the events by their definitions."""
     a = np.sqrt(1 - corr)
     b = (np.sqrt(1 - corr + n * corr) - a) / n
     E = a * np.eye(n) + b * np.ones((n, n))  # rows e_x, <e_x, e_x'> = corr
-    U = np.eye(n)
-    Y = np.eye(n)
-    W = np.zeros((n, n))
-
-    def scores(W):
-        return E @ W.T @ U.T
-
-    def loss(S):
-        S = S - S.max(1, keepdims=True)
-        logp = S - np.log(np.exp(S).sum(1, keepdims=True))
-        return -(p * logp[np.arange(n), np.arange(n)]).sum()
-
-    L = [loss(scores(W))]
-    full = []
-    for _ in range(steps):
-        S = scores(W)
-        P = np.exp(S - S.max(1, keepdims=True))
-        P /= P.sum(1, keepdims=True)
-        W = W - lr * U.T @ (P - Y).T @ np.diag(p) @ E
-        S = scores(W)
-        L.append(loss(S))
-        full.append(np.all(S.argmax(1) == np.arange(n)))
-    L = np.array(L)
-    first = next((k + 1 for k, f in enumerate(full) if f), -1)
-    inc = int(np.sum(L[1:] > L[:-1] * (1 + 1e-10)))
-    spike = float(np.max(L - np.minimum.accumulate(L)))
-    S = scores(W)
-    m = np.array([S[x, x] - np.max(np.delete(S[x], x)) for x in range(n)])
-    return dict(first_full_accuracy=first, loss_increases=inc, max_spike=spike, final_loss=L[-1],
-                final_min_margin=m.min())
-
-
-def test_expand_grid_is_c_order_product():
-    axes = {"lr": [0.1, 1.0, 10.0], "corr": [0.2, 0.5]}
-    flat = expand_grid(axes)
-    expected = list(itertools.product(axes["lr"], axes["corr"]))
-    assert list(zip(flat["lr"], flat["corr"])) == expected
-
-
-def test_frequencies():
-    p = np.asarray(frequencies(3, log_odds=np.log(4.0)))
-    np.testing.assert_allclose(p, [4 / 6, 1 / 6, 1 / 6], rtol=0, atol=1e-15)
-    np.testing.assert_allclose(np.asarray(frequencies(2, p1=0.7)), [0.7, 0.3], atol=1e-15)
-    np.testing.assert_allclose(np.asarray(frequencies(2)), [2 / 3, 1 / 3], atol=1e-15)
+    W, rows = np.zeros((n, n)), []
+    for k in range(steps + 1):
+        S = E @ W.T
+        z = S - S.max(1, keepdims=True)
+        P = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        loss = -(p * np.log(P[np.arange(n), np.arange(n)])).sum()
+        m = np.array([S[x, x] - np.max(np.delete(S[x], x)) for x in range(n)])
+        rows.append((loss, m, bool(np.all(S.argmax(1) == np.arange(n)))))
+        W = W - lr * (P - np.eye(n)).T @ np.diag(p) @ E
+    L = np.array([r[0] for r in rows])
+    full = [r[2] for r in rows]
+    up = L[1:] - L[:-1] > ULPS * np.abs(L[:-1])
+    stays = next((k for k in range(len(full)) if all(full[k:])), -1)
+    return dict(first_full_accuracy=full.index(True) if any(full) else -1, full_accuracy_from=stays,
+                loss_increases=int(up.sum()), loss_spikes=int(np.sum(up & ~np.concatenate([[False], up[:-1]]))),
+                max_spike=float(np.max(L - np.minimum.accumulate(L))), final_loss=L[-1],
+                final_min_margin=rows[-1][1].min())
 
 
 @pytest.mark.parametrize("n,corr,p1,lr", [(2, 0.95, 0.75, 10.0), (2, 0.5, 0.6, 1.0), (3, 0.3, 0.5, 5.0)])
 def test_cell_matches_w_space_reference(n, corr, p1, lr):
     steps = 60
-    out = jax.jit(gd_cell(n, steps))(dict(lr=lr, corr=corr, p1=p1))
-    p = np.concatenate([[p1], np.full(n - 1, (1 - p1) / (n - 1))])
-    ref = _reference(n, corr, p, lr, steps)
-    assert int(out["first_full_accuracy"]) == ref["first_full_accuracy"]
-    assert int(out["loss_increases"]) == ref["loss_increases"]
-    np.testing.assert_allclose(float(out["max_spike"]), ref["max_spike"], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(float(out["final_loss"]), ref["final_loss"], rtol=1e-9, atol=1e-14)
-    np.testing.assert_allclose(float(out["final_min_margin"]), ref["final_min_margin"], rtol=1e-9, atol=1e-12)
-    assert int(out["status"]) == 0 and int(out["first_bad_step"]) == -1
+    axes = dict(lr=[lr], corr=[corr], p1=[p1], n=[n])
+    out = {k: v.item() for k, v in pt.sweep("equicorrelated", axes, steps).outputs.items()}
+    ref = _reference(n, corr, np.concatenate([[p1], np.full(n - 1, (1 - p1) / (n - 1))]), lr, steps)
+    for k in ("first_full_accuracy", "full_accuracy_from", "loss_increases", "loss_spikes"):
+        assert out[k] == ref[k], k
+    # Two implementations of 60 steps of the same map: round-off of order 1e-13 at most.
+    for k in ("max_spike", "final_loss", "final_min_margin"):
+        np.testing.assert_allclose(out[k], ref[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    assert out["status"] == pt.Status.OK and out["first_bad_step"] == -1
 
 
-def test_spiky_cell_is_detected():
-    """The paper's benign spike (p1 = 0.75, corr = 0.95, lr = 10) raises the loss."""
-    ref = _reference(2, 0.95, np.array([0.75, 0.25]), 10.0, 35)
-    assert ref["loss_increases"] >= 1 and ref["max_spike"] > 0.01  # the reference sees it too
-    out = jax.jit(gd_cell(2, 35))(dict(lr=10.0, corr=0.95, p1=0.75))
-    assert int(out["loss_increases"]) == ref["loss_increases"]
+def test_the_benign_spike_is_seen_by_the_cell_and_the_detectors_alike():
+    """p1 = 0.75, corr = 0.95, lr = 10: full accuracy at step 2, lost, then for good from 15."""
+    problem = pt.two_particles(0.95, 0.75)
+    cell = {k: int(v) for k, v in run_cell(problem, 10.0, 35, jax.random.key(0)).items() if k != "max_spike"
+            and k not in ("final_loss", "final_min_margin")}
+    import particles.analysis as pa
+
+    rows = pa.events(pt.gd(problem, 10.0, 35))
+    assert cell["first_full_accuracy"] == rows["first_full_accuracy"] == 2
+    assert cell["full_accuracy_from"] == rows["full_accuracy_from"] == 15
+    assert cell["loss_spikes"] == rows["loss_spikes"] == len(pa.loss_spikes(pt.gd(problem, 10.0, 35))) >= 1
+    assert cell["margin_oscillations"] == int(rows["oscillations"].sum())
+    assert cell["sign_flips"] == int(rows["sign_flips"].sum())
 
 
-def test_chunking_and_sharding_do_not_change_results_and_compile_once():
+def test_kernel_equals_generic_cell_on_the_paper_grid():
+    """The margin-map kernel and the generic score-space cell give the same integer tables."""
+    g = pt.paper_grid(10)
+    axes = dict(lr=g["lr"], corr=g["corr"], p1=g["p1"])
+    fast = pt.sweep("two_particles", axes, 1000, metrics=["first_full_accuracy", "full_accuracy_from"])
+    slow = pt.sweep("two_particles", axes, 1000, metrics=["first_full_accuracy", "full_accuracy_from",
+                                                          "loss_increases"])
+    assert fast.config["engine"] == "two-particle kernel" and slow.config["engine"] == "cells"
+    for k in ("first_full_accuracy", "full_accuracy_from"):
+        np.testing.assert_array_equal(fast.outputs[k], slow.outputs[k])
+    assert np.sum(fast.outputs["first_full_accuracy"] < 0) == 114  # 100 of them at corr = 1
+
+
+def test_kernel_against_the_w_space_numpy_baseline():
+    g = pt.paper_grid(4)
+    P1, C, L = np.meshgrid(g["p1"], g["corr"], g["lr"], indexing="ij")
+    got = np.asarray(pt.two_particle_hitting_times(C, P1, L, 300))
+    np.testing.assert_array_equal(got, numpy_hitting_times(C, P1, L, 300).reshape(C.shape))
+    assert np.all(got[:, -1] == -1)  # corr = 1: m2 = -m1 exactly, never both right
+
+
+def test_first_step_rule():
+    # One step gives m = lr (p1 - corr p2, p2 - corr p1); token 2 loses ties (argmax to class 0).
+    p1, corr = 0.7, np.array([0.1, 0.3, 0.42, 0.43, 0.6])
+    got = np.asarray(pt.two_particle_hitting_times(corr, p1, 0.5, 50))
+    assert np.all((got == 1) == (corr < (1 - p1) / p1))
+
+
+def test_hitting_time_vmapped_equals_the_kernel():
+    c, q, lr = np.array([0.5, 0.8, 1.0]), np.array([0.6, 0.7, 0.75]), np.array([1.0, 0.5, 2.0])
+    f = jax.vmap(lambda c, q, l: pt.hitting_time(pt.two_particles(c, q), l, 100))
+    np.testing.assert_array_equal(f(c, q, lr), pt.two_particle_hitting_times(c, q, lr, 100))
+
+
+def test_zipf_axis_answers_the_researchers_question():
+    """First step of full accuracy against the Zipf exponent for n = 5, corr = 0.5."""
+    zipf = np.linspace(0.0, 3.0, 7)
+    s = pt.sweep("equicorrelated", dict(lr=[1.0], n=[5], corr=[0.5], zipf=zipf), 400, metrics=["first_full_accuracy"])
+    got = s.outputs["first_full_accuracy"].ravel()
+    want = [int(pt.hitting_time(pt.equicorrelated(5, 0.5, pt.zipf(5, a)), 1.0, 400)) for a in zipf]
+    np.testing.assert_array_equal(got, want)
+    assert got[0] >= 0 and got[-1] > got[0]  # rarer tokens take longer (or never)
+
+
+def test_user_factory_with_key_and_sphere_family_agree():
+    def sphere(zipf, key):
+        return pt.random_sphere(key, 6, 3, 4, p=pt.frequencies(6, zipf=zipf), targets=np.arange(6) % 3)
+
+    axes = dict(lr=[0.5, 3.0], zipf=[1.0], seed=[0, 1])
+    mine = pt.sweep(sphere, axes, 50, metrics=["final_loss"])
+    theirs = pt.sweep("sphere", dict(axes, n=[6], m=[3], d=[4]), 50, metrics=["final_loss"])
+    np.testing.assert_array_equal(mine.outputs["final_loss"].ravel(), theirs.outputs["final_loss"].ravel())
+
+
+def test_sgd_and_random_init_in_a_sweep_are_the_library_runs():
+    """Batch k from fold_in(key(seed), k), as particles.sgd draws it; init from INIT_KEY."""
+    problem = pt.equicorrelated(3, 0.4, pt.zipf(3, 2.0))
+    s = pt.sweep("equicorrelated", dict(lr=[2.0], n=[3], corr=[0.4], zipf=[2.0], seed=[0, 7]), 40, batch_size=4,
+                 metrics=["final_loss"])
+    for i, seed in enumerate((0, 7)):
+        traj = pt.sgd(problem, 2.0, 40, 4, seed)
+        np.testing.assert_allclose(s.outputs["final_loss"].ravel()[i], traj.loss[-1], rtol=1e-13)
+    s = pt.sweep("equicorrelated", dict(lr=[1.0], seed=[3]), 10, init_std=0.5, metrics=["final_loss"])
+    S0 = 0.5 * jax.random.normal(jax.random.fold_in(jax.random.key(3), INIT_KEY), (2, 2))
+    problem = pt.equicorrelated(2, 0.0)
+    problem = type(problem)(**{**{k: getattr(problem, k) for k in ("p", "Y", "G_E", "G_U", "E", "U", "W0")},
+                               "S0": S0, "structure_E": problem.structure_E, "structure_U": problem.structure_U})
+    np.testing.assert_allclose(s.outputs["final_loss"].item(), pt.gd(problem, 1.0, 10).loss[-1], rtol=1e-13)
+
+
+def test_chunks_and_devices_do_not_change_results_and_a_repeat_does_not_recompile():
     assert len(jax.devices()) == 2  # conftest: two host devices, so chunks are sharded
-    traces = []
-    base = gd_cell(2, 40)
-
-    def cell(params):
-        traces.append(1)
-        return base(params)
-
-    params = {k: v for k, v in expand_grid({"lr": [0.5, 2.0, 8.0], "corr": [0.1, 0.6, 0.9]}).items()}
-    whole, done = run_chunks(cell, params, chunk_size=9)
-    assert done == 1
-    traces.clear()
-    chunked, done = run_chunks(cell, params, chunk_size=4)  # 3 chunks, the last padded
-    assert done == 3 and len(traces) == 1  # one trace for all chunks: nothing recompiles per cell
-    for k in whole:
-        np.testing.assert_array_equal(whole[k], chunked[k])
+    axes = dict(lr=[0.5, 2.0, 8.0], corr=[0.1, 0.6, 0.9], n=[3])
+    whole = pt.sweep("equicorrelated", axes, 40)
+    pt.sweep("equicorrelated", axes, 40, chunk_size=4)  # compiles the chunk shape
+    with compilations() as compiled:  # new values, same shapes: nothing compiles
+        chunked = pt.sweep("equicorrelated", {**axes, "lr": [0.6, 2.0, 8.0]}, 40, chunk_size=4)
+        pt.sweep("two_particles", {"lr": [0.1, 0.2], "corr": [0.3]}, 40, metrics=["first_full_accuracy"])
+        pt.sweep("two_particles", {"lr": [0.3, 0.4], "corr": [0.5]}, 40, metrics=["first_full_accuracy"])
+    assert chunked.chunks_total == 3  # 9 cells in chunks of 4, the last padded
+    for k in whole.outputs:
+        np.testing.assert_array_equal(whole.outputs[k][1:], chunked.outputs[k][1:])
+    assert [c for c in compiled if "_run_cells" in c] == []
+    assert len([c for c in compiled if "_kernel" in c]) <= 1  # the kernel's first compile only
 
 
 def test_non_finite_cells_are_marked_and_the_sweep_continues():
-    # Initial scores 1e308 * N(0, 1) overflow to inf in some cells (|z| > 1.8), not in others.
-    out = sweep_gd({"lr": [1.0], "seed": [0, 1, 2, 3]}, 5, init_std=1e308).outputs
-    bad = out["status"].ravel() != 0
-    assert bad.any() and not bad.all()
-    assert np.all(out["first_bad_step"].ravel()[bad] == 1) and np.all(out["first_bad_step"].ravel()[~bad] == -1)
+    # Initial scores 1e308 * N(0, 1) overflow to inf where |z| > 1.8: those cells are bad
+    # from step 0, the others carry on (a step moves scores by at most 2 lr).
+    seeds = np.arange(12)
+    z = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(jax.random.key(int(s)), INIT_KEY), (2, 2)))
+                  for s in seeds])
+    expected = np.any(np.abs(z) > np.finfo(np.float64).max / 1e308, axis=(1, 2))
+    assert expected.any() and not expected.all()
+    out = pt.sweep("equicorrelated", {"lr": [1.0], "seed": seeds}, 5, init_std=1e308).outputs
+    bad = out["status"].ravel() != pt.Status.OK
+    np.testing.assert_array_equal(bad, expected)
+    assert np.all(out["first_bad_step"].ravel()[bad] == 0) and np.all(out["first_bad_step"].ravel()[~bad] == -1)
     assert np.all(np.isnan(out["final_loss"].ravel()[bad])) and np.all(np.isfinite(out["final_loss"].ravel()[~bad]))
 
 
-def test_sweep_resume_equals_uninterrupted(tmp_path):
+def test_resume_after_an_interrupt_equals_the_uninterrupted_sweep(tmp_path, monkeypatch):
     axes = {"lr": [1.0, 10.0, 30.0], "corr": [0.5, 0.95], "n": [2, 3]}
-    full = sweep_gd(axes, 30, chunk_size=2)
-    assert full.shape == (3, 2, 2)
-    assert full.n_bad == 0
-
-    ck = str(tmp_path / "chunks")
-    with pytest.raises(SweepInterrupted):
-        sweep_gd(axes, 30, chunk_size=2, checkpoint=ck, stop_after=2)
-    assert len(list((tmp_path / "chunks").iterdir())) == 2
-    with pytest.raises(ValueError, match="--resume"):
-        sweep_gd(axes, 30, chunk_size=2, checkpoint=ck)
+    whole = pt.sweep("equicorrelated", axes, 30, chunk_size=2)
+    ck = str(tmp_path / "partial.npz")
+    monkeypatch.setenv("PARTICLES_STOP_AFTER_CHUNKS", "2")  # the test hook: Ctrl-C after 2 chunks
+    with pytest.raises(KeyboardInterrupt):
+        pt.sweep("equicorrelated", axes, 30, chunk_size=2, checkpoint=ck)
+    monkeypatch.delenv("PARTICLES_STOP_AFTER_CHUNKS")
+    assert pt.load(ck).chunks_computed == 2
+    with pytest.raises(ValueError, match="resume"):
+        pt.sweep("equicorrelated", axes, 30, chunk_size=2, checkpoint=ck)
     with pytest.raises(ValueError, match="different sweep"):
-        sweep_gd(axes, 31, chunk_size=2, checkpoint=ck, resume=True)
-    resumed = sweep_gd(axes, 30, chunk_size=2, checkpoint=ck, resume=True)
+        pt.sweep("equicorrelated", axes, 31, chunk_size=2, checkpoint=ck, resume=True)
+    resumed = pt.sweep("equicorrelated", axes, 30, chunk_size=2, checkpoint=ck, resume=True)
     assert resumed.chunks_computed == resumed.chunks_total - 2
-    for k in full.outputs:
-        np.testing.assert_array_equal(full.outputs[k], resumed.outputs[k])
+    for k in whole.outputs:
+        np.testing.assert_array_equal(whole.outputs[k], resumed.outputs[k])
+
+
+def test_save_and_load_round_trip(tmp_path):
+    s = pt.sweep("two_particles", {"lr": [1.0, 2.0], "corr": [0.5]}, 20)
+    s.save(tmp_path / "s.npz")
+    back = pt.load(tmp_path / "s.npz")
+    assert isinstance(back, pt.Sweep) and back.config == s.config and list(back.axes) == list(s.axes)
+    for k in s.outputs:
+        np.testing.assert_array_equal(back.outputs[k], s.outputs[k])
+
+
+def test_expand_grid_is_c_order_product():
+    axes = {"lr": [0.1, 1.0, 10.0], "corr": [0.2, 0.5]}
+    flat = pt.expand_grid(axes)
+    assert list(zip(flat["lr"], flat["corr"])) == list(itertools.product(axes["lr"], axes["corr"]))
+
+
+def test_frequency_laws():
+    np.testing.assert_allclose(pt.frequencies(3, log_odds=np.log(4.0)), [4 / 6, 1 / 6, 1 / 6], atol=1e-15)
+    np.testing.assert_allclose(pt.frequencies(2, p1=0.7), [0.7, 0.3], atol=1e-15)
+    w = np.arange(1, 5) ** -1.5
+    np.testing.assert_allclose(pt.frequencies(4, zipf=1.5), w / w.sum(), rtol=1e-15)
+    np.testing.assert_allclose(pt.frequencies(2), [2 / 3, 1 / 3], atol=1e-15)
+    with pytest.raises(ValueError, match="p1 and zipf"):
+        pt.frequencies(3, p1=0.5, zipf=1.0)
 
 
 @pytest.mark.parametrize(
-    "axes,match",
+    "family,axes,match",
     [
-        ({"corr": [0.5]}, "no 'lr'"),
-        ({"lr": [-1.0]}, "lr="),
-        ({"lr": [1.0], "p1": [0.5], "log_odds": [1.0]}, "both"),
-        ({"lr": [1.0], "bogus": [1.0]}, "bogus"),
-        ({"lr": [1.0], "corr": [-0.9], "n": [3]}, "corr="),
-        ({"lr": [1.0], "n": [1]}, "n="),
+        ("equicorrelated", {"corr": [0.5]}, "no 'lr'"),
+        ("equicorrelated", {"lr": [-1.0]}, "lr="),
+        ("equicorrelated", {"lr": [1.0], "p1": [0.5], "log_odds": [1.0]}, "same frequencies"),
+        ("equicorrelated", {"lr": [1.0], "bogus": [1.0]}, "bogus"),
+        ("equicorrelated", {"lr": [1.0], "corr": [-0.9], "n": [3]}, "corr="),
+        ("equicorrelated", {"lr": [1.0], "n": [1]}, "n="),
+        ("two_particles", {"lr": [1.0], "d": [3]}, "'d'"),
+        ("nope", {"lr": [1.0]}, "problem="),
     ],
 )
-def test_bad_axes(axes, match):
+def test_bad_axes(family, axes, match):
     with pytest.raises(ValueError, match=match):
-        sweep_gd(axes, 10)
+        pt.sweep(family, axes, 10)

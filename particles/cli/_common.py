@@ -1,25 +1,20 @@
-"""Shared plumbing of the lab's command-line tools (simulate, sweep, reproduce).
+"""What every command-line tool shares: errors and exit codes, flags, files, progress.
 
-Conventions every script follows:
-
-- exit 0 on success; 2 on a usage or input error, with one line on stderr naming the flag,
-  the value and what is allowed (argparse errors included, no traceback); 3 on a numerical
-  failure, naming the step and what went non-finite. `--debug` shows the traceback instead.
-- progress bars (tqdm) on stderr for anything longer than a couple of seconds; off with
-  `--quiet`, in `--json` mode and under `PARTICLES_QUIET=1`.
-- results are written atomically (temporary file + rename): an interrupted run never
-  leaves a truncated JSON, npz or figure behind; figures are refused when their data is
-  not finite.
-- every results file carries the configuration, the seed and the package versions.
-
-The heavy modules (jax, particles, matplotlib) are imported inside functions: `--help` and
-argument errors return at Python start-up speed.
+- Exit 0 on success; 2 on a usage or input error (one line on stderr naming the flag, the
+  value and what is allowed; unwritable paths, a full disk, a size that does not fit in
+  memory, a corrupt input file); 3 on a numerical failure, naming the step and what went
+  non-finite; 130 when interrupted. `--debug` shows the traceback.
+- Progress bars (tqdm) on stderr; off with `--quiet`, `--json` or `PARTICLES_QUIET=1`.
+- Results are written atomically (temporary file + rename): an interrupted or failed run
+  never leaves a truncated file; figures are refused when their data is not finite.
+- Every results file carries the configuration, the seed and the package versions.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import math
 import os
 import sys
@@ -27,12 +22,16 @@ import time
 import traceback
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+import numpy as np
+
+from .. import _io
+from .._progress import progress_bar
+
 EXIT_OK, EXIT_USAGE, EXIT_NUMERICAL, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
-# ---------------------------------------------------------------- errors
 class UsageError(Exception):
-    """A bad flag value: reported as one line and exit code 2."""
+    """A bad flag value or input: one line and exit code 2."""
 
     def __init__(self, flag: str, value: Any, allowed: str):
         self.flag, self.value, self.allowed = flag, value, allowed
@@ -44,7 +43,7 @@ class NumericalError(Exception):
 
 
 class Interrupted(Exception):
-    """A run stopped early on purpose (a checkpointed sweep); exit code 130."""
+    """A run stopped early, its finished work kept (e.g. a checkpointed sweep): exit 130."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -56,51 +55,56 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
-    """Flags shared by every script: --quiet, --debug and (optionally) --json."""
+    """Flags shared by every tool: --quiet, --debug and (optionally) --json."""
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary text")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print the summary JSON alone on stdout")
 
 
-def run_main(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]] = None, *,
-             fast_exit: bool = False) -> None:
-    """Run `main(argv)` and turn exceptions into the exit codes above.
+def _one_line(s: str) -> str:
+    return " ".join(str(s).split())
 
-    With `fast_exit` (a script's entry point) the process ends with `os._exit` once output is
-    flushed: every file has been written atomically by then, and interpreter teardown (JAX's
-    backends, idle threads) costs about 0.5 s. It also makes garbage collection rarer.
-    """
+
+def run_main(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]] = None, prog: str = "particles") -> int:
+    """Run `main(argv)` and turn exceptions into the exit codes above; returns the code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if fast_exit:
-        # Importing and tracing JAX allocates millions of long-lived objects, and the default
-        # thresholds rescan them in full collections: about 0.4 s of a 4 s run. Collections
-        # stay on, just rarer (the process is ours: this is a script's entry point).
-        import gc
-
-        gc.set_threshold(100_000, 50, 1000)
     debug = "--debug" in argv
-    prog = os.path.basename(sys.argv[0]) or "particles"
     try:
-        code = main(argv)
-    except (UsageError, NumericalError, ValueError) as e:
-        # The library validates its inputs eagerly and names the argument in a ValueError.
+        code = main(argv) or EXIT_OK
+    except (UsageError, NumericalError, ValueError, OSError, MemoryError) as e:
+        # The library validates its inputs eagerly and names the argument in a ValueError;
+        # OSError is a path or a disk (unwritable, missing, full); MemoryError a size.
         if debug:
             traceback.print_exc()
-        what, code = ("numerical failure", EXIT_NUMERICAL) if isinstance(e, NumericalError) else ("error", EXIT_USAGE)
-        sys.stderr.write(f"{prog}: {what}: {_one_line(str(e))}\n")
+        numerical = isinstance(e, NumericalError)
+        what = "numerical failure" if numerical else "error"
+        sys.stderr.write(f"{prog}: {what}: {_describe(e)}\n")
+        code = EXIT_NUMERICAL if numerical else EXIT_USAGE
     except (Interrupted, KeyboardInterrupt) as e:
+        if debug:
+            traceback.print_exc()
         sys.stderr.write(f"{prog}: {e if isinstance(e, Interrupted) else 'interrupted'}\n")
         code = EXIT_INTERRUPTED
     sys.stdout.flush()
     sys.stderr.flush()
-    if fast_exit:
-        os._exit(code or 0)
-    sys.exit(code or 0)
+    return code
 
 
-def _one_line(s: str) -> str:
-    return " ".join(s.split())
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, UsageError):
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        if e.errno == errno.ENOSPC:
+            return f"cannot write{where}: the disk is full (nothing partial was left behind)"
+        return f"cannot use{where}: {e.strerror or e}"
+    if isinstance(e, MemoryError):
+        return "out of memory: use a smaller system (--n, --m, --d, --steps), --dtype float32, or gd_vocab"
+    return _one_line(str(e))
+
+
+def entry(main: Callable[[Sequence[str]], int], prog: str) -> None:
+    """A console script: run `main` on sys.argv and exit with its code."""
+    sys.exit(run_main(main, prog=prog))
 
 
 # ----------------------------------------------------------- value parsing
@@ -117,10 +121,8 @@ def parse_floats(flag: str, text: str, *, positive: bool = False, lo=None, hi=No
             raise UsageError(flag, text, f"write {kind}:a:b:k with numbers a, b and an integer k >= 1") from None
         if k < 1 or not (math.isfinite(a) and math.isfinite(b)):
             raise UsageError(flag, text, f"write {kind}:a:b:k with finite a, b and k >= 1")
-        step = (b - a) / (k - 1) if k > 1 else 0.0
-        values = [a + i * step for i in range(k)]
-        if kind == "logspace":
-            values = [10.0**v for v in values]
+        values = list(np.linspace(a, b, k)) if k > 1 else [a]
+        values = [float(10.0**x if kind == "logspace" else x) for x in values]
     else:
         try:
             values = [float(x) for x in text.split(",") if x.strip() != ""]
@@ -133,16 +135,15 @@ def parse_floats(flag: str, text: str, *, positive: bool = False, lo=None, hi=No
             raise UsageError(flag, text, "finite numbers only")
         if positive and x <= 0:
             raise UsageError(flag, text, "numbers > 0 only")
-        if lo is not None and x < lo or hi is not None and x > hi:
+        if (lo is not None and x < lo) or (hi is not None and x > hi):
             raise UsageError(flag, text, f"numbers in [{lo:g}, {hi:g}] only")
     return values
 
 
 def parse_ints(flag: str, text: str, *, minimum: int = 0) -> list[int]:
     """A comma-separated list of integers (or a linspace of integers)."""
-    values = parse_floats(flag, text)
     out = []
-    for x in values:
+    for x in parse_floats(flag, text):
         if x != round(x) or x < minimum:
             raise UsageError(flag, text, f"integers >= {minimum} only")
         out.append(int(round(x)))
@@ -154,15 +155,24 @@ def check(cond: bool, flag: str, value: Any, allowed: str) -> None:
         raise UsageError(flag, value, allowed)
 
 
-# ---------------------------------------------------------------- progress
+def check_memory(needed: float, what: str, advice: str) -> None:
+    """Refuse, before allocating, a computation needing more than the machine's free memory."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if needed > 0.8 * free:
+        raise UsageError(what, f"{needed / 2**30:.3g} GiB", f"the machine has {free / 2**30:.3g} GiB free; {advice}")
+
+
+# ---------------------------------------------------------------- output
 def bars_enabled(args) -> bool:
-    return not (getattr(args, "quiet", False) or getattr(args, "json", False) or os.environ.get("PARTICLES_QUIET") == "1")
+    return not (getattr(args, "quiet", False) or getattr(args, "json", False)
+                or os.environ.get("PARTICLES_QUIET") == "1")
 
 
 def progress(total: int, desc: str, enabled: bool = True, unit: str = "it"):
     """A tqdm bar on stderr, or a silent stand-in (the library's bar)."""
-    from particles._progress import progress_bar
-
     return progress_bar(total=total, desc=desc, unit=unit, enabled=enabled)
 
 
@@ -179,57 +189,38 @@ class Log:
             sys.stdout.flush()
 
 
-# ------------------------------------------------------------ atomic files
-# Thin wrappers over particles._io, imported on use so that `--help` does not load JAX.
-def _atomic(path: str, write: Callable, suffix: str) -> None:
-    from particles._io import atomic_write
-
-    atomic_write(path, write, suffix)
-
-
-def write_npz(path: str, arrays: dict) -> None:
-    from particles._io import atomic_savez
-
-    atomic_savez(path, arrays)
-
-
-def write_json(path: str, obj: Any) -> None:
-    """JSON (NaN/inf written as strings, numpy and JAX values as lists), atomically."""
-    from particles._io import write_json as write
-
-    write(path, obj)
+def out_folder(flag: str, path: str) -> str:
+    """Create the output folder now, so that a bad path fails before any computation."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".particles-write-test")
+        with open(probe, "wb"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(flag, path, f"a folder that can be created and written ({e.strerror or e})") from None
+    return path
 
 
-def jsonable(x: Any) -> Any:
-    from particles._io import jsonable as convert
-
-    return convert(x)
-
-
-def versions() -> dict:
-    from particles._io import versions as collect
-
-    return collect()
+write_json = _io.write_json
+write_npz = _io.atomic_savez
+jsonable = _io.jsonable
+versions = _io.versions
 
 
 def write_text(path: str, text: str) -> None:
-    _atomic(path, lambda f: f.write(text.encode()), ".txt")
+    _io.atomic_write(path, lambda f: f.write(text.encode()), ".txt")
 
 
 def save_figure(fig, path: str, *, check: Optional[Iterable] = None, dpi: int = 150) -> None:
     """Save a matplotlib figure atomically; refuse when any array in `check` is not finite."""
-    import numpy as np
-
     for a in check or ():
         if not np.all(np.isfinite(np.asarray(a, dtype=float))):
             raise NumericalError(f"refusing to write {path}: its data holds NaN or inf")
     fmt = os.path.splitext(path)[1].lstrip(".") or "png"
-    # Every figure of the scripts lays itself out (a layout engine, or fixed margins for
-    # `analysis.figure_for_run`); bbox_inches="tight" would draw it a second time.
-    _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), "." + fmt)
+    _io.atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), "." + fmt)
 
 
-# ------------------------------------------------------- config, versions
 def config_of(args: argparse.Namespace) -> dict:
     """The parsed flags as a JSON-ready dict (the run's full configuration)."""
     return {k: jsonable(v) for k, v in sorted(vars(args).items())}
@@ -248,14 +239,15 @@ class Clock:
 
 
 def safe_call(fn, *args, **kwargs):
-    """Call a helper from another part of the project; (result, None) or (None, reason).
+    """Call an analysis step; (result, None), or (None, reason) when it fails.
 
-    With `PARTICLES_STRICT=1` (set by the test suite) the exception propagates instead, so
-    that a bug in `analysis` fails the tests rather than becoming a note in a summary.
+    A failing analysis (a theory table, a detector) must not cost a run its results: it
+    becomes a note in the summary. With `PARTICLES_STRICT=1` (set by the test suite) the
+    exception propagates instead, so that a bug in the analysis fails the tests.
     """
     try:
         return fn(*args, **kwargs), None
-    except Exception as e:  # a broken analysis must not sink the run's results
+    except Exception as e:
         if os.environ.get("PARTICLES_STRICT") == "1":
             raise
         return None, f"{getattr(fn, '__name__', fn)} failed: {type(e).__name__}: {_one_line(str(e))[:200]}"
