@@ -260,7 +260,9 @@ def compare(problem, trajectory, *, lr: Optional[float] = None) -> Comparison:
                          "the score-space theory describes plain GD only; no rows.")
             return Comparison([], regimes(problem), integrator, eta, tuple(notes))
     n, bad = finite_rows(traj, "compare", warn=False)
-    if bad is not None:
+    if not traj.ok and traj.steps is None:  # a flow that stopped early: say why, not "non-finite"
+        notes.append(f"the flow stopped before t1 ({traj.message}); compared on the {n} rows it reached")
+    elif bad is not None:
         notes.append(f"non-finite values from step {bad}: compared on the {n} rows before it")
     if n == 0:
         return Comparison([], regimes(problem), integrator, eta, tuple(notes))

@@ -73,7 +73,7 @@ def theory_curves(problem, runs: dict, run_lr: dict) -> Optional[dict]:
             except ValueError:
                 return None
             m = np.asarray(_margins(np.asarray(ce.scores), np.asarray(problem.Y)))
-            ends = np.array([t[0], t[-1]])
+            ends = np.array([t[t > 0][0] if np.any(t > 0) else t[0], t[-1]])  # drawable on a log axis
             return {"W_CE (cross-entropy minimiser)": (ends, np.repeat(m[None], 2, axis=0))}
     return None
 
@@ -120,7 +120,7 @@ def figure_for_run(problem, trajectories: dict, theory: Optional[dict] = None, *
     runs = list(trajectories.items())
     ncols = max(len(runs), 3 if planar else 2)
     fig = Figure(figsize=(3.9 * ncols, 7.4))
-    axes = fig.subplots(2, ncols, gridspec_kw=dict(left=0.06, right=0.97, bottom=0.08, top=0.9, wspace=0.42,
+    axes = fig.subplots(2, ncols, gridspec_kw=dict(left=0.06, right=0.96, bottom=0.08, top=0.9, wspace=0.55,
                                                     hspace=0.42), squeeze=False)
     flow_time = any(t.steps is None for _, t in runs) and any("η" in k for k, _ in runs)
     several = len(runs) > 1

@@ -186,7 +186,7 @@ def plot_losses(ax, traj, spikes=None, label: str = "", color=None, logx: bool =
         ax._particles_twin = ax2
         ax2.set_ylim(-0.03, 1.03)
         ax2.set_ylabel("0-1 loss (dotted)")
-    ax2.plot(x[keep], z[keep], color=color, lw=1.2, ls=":", label=pre + "0-1 loss")
+    ax2.plot(x[keep], z[keep], color=color, lw=1.2, ls=":")
     if spikes is None:
         spikes = loss_spikes(head(traj, n)) if n else []
     peaks = np.array([s.peak_step for s in spikes], np.float64)
@@ -199,9 +199,7 @@ def plot_losses(ax, traj, spikes=None, label: str = "", color=None, logx: bool =
         ax.set_xscale("log")
     ax.set_xlabel(_xlabel(traj) + (" (log scale)" if logx else ""))
     ax.set_ylabel("cross-entropy loss")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
     _annotate_bad(ax, bad, x[-1] if len(x) else None, label)
     return ax
 

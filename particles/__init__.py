@@ -41,13 +41,8 @@ from ._problem import PrecisionWarning as PrecisionWarning, Problem as Problem  
 from ._results import load as load, load_problem as load_problem, save as save  # noqa: E402
 from ._schedule import log_steps as log_steps  # noqa: E402
 from ._status import Status as Status  # noqa: E402
-from ._sweep import (  # noqa: E402
-    METRICS as METRICS,
-    Sweep as Sweep,
-    expand_grid as expand_grid,
-    hitting_time as hitting_time,
-    sweep as sweep,
-)
+from ._cell import METRICS as METRICS, hitting_time as hitting_time  # noqa: E402
+from ._sweep import Sweep as Sweep, expand_grid as expand_grid, sweep as sweep  # noqa: E402
 from ._trajectory import Runs as Runs, Trajectory as Trajectory  # noqa: E402
 from ._vocab import VocabTrajectory as VocabTrajectory, gd_vocab as gd_vocab, vocab_flops as vocab_flops  # noqa: E402
 from ._weights import gd_weights as gd_weights, weight_loss as weight_loss, weight_scores as weight_scores  # noqa: E402
@@ -57,7 +52,7 @@ try:
 except importlib.metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.2.0+src"
 
-_SUBPACKAGES = ("analysis", "cli", "events", "theory", "transformer")
+_SUBPACKAGES = ("analysis", "cli", "distributed", "events", "theory", "transformer")
 
 
 def __getattr__(name: str):

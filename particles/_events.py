@@ -34,7 +34,6 @@ import dataclasses
 import math
 from typing import Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -230,7 +230,7 @@ def gd(
 
     >>> import particles as pt
     >>> traj = pt.gd(pt.two_particles(corr=0.9, p1=0.75), lr=1.0, steps=1000, save_every=10)
-    >>> traj.margins[1].round(4).tolist()  # step 10: the rare token is forgotten
+    >>> [round(m, 4) for m in traj.margins[1].tolist()]  # step 10: the rare token is forgotten
     [1.3367, -0.591]
     """
     schedule = Schedule.of(steps, save_every, save_steps)

@@ -17,7 +17,7 @@ from ._problem import Problem, _frequencies, _targets, default_dtype
 def zipf(N: int, a: float = 1.0, *, dtype=None) -> Float[Array, " N"]:
     """Zipf frequencies p(x) ∝ x^(−a) for x = 1..N, shape (N,) (the paper's law).
 
-    >>> zipf(3, 1.0).round(4).tolist()
+    >>> [round(p, 4) for p in zipf(3, 1.0).tolist()]
     [0.5455, 0.2727, 0.1818]
     """
     return frequencies(N, zipf=a, dtype=dtype)

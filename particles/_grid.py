@@ -109,8 +109,8 @@ def two_particle_hitting_times(
     **Returns:** ints of the broadcast shape: the first step k ≥ 0 with full accuracy (the
     convention of `particles.events`), −1 if none within `steps`.
 
-    >>> two_particle_hitting_times([0.5, 0.95], 0.75, 1.0, 100).tolist()
-    [1, 7]
+    >>> two_particle_hitting_times([0.2, 0.95], 0.75, 1.0, 100).tolist()  # α > p2/p1: forgotten first
+    [1, 52]
     """
     return two_particle_events(corr, p1, lr, steps, dtype=dtype)["first_full_accuracy"]
 

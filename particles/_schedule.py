@@ -24,7 +24,7 @@ def log_steps(steps: int, num: int = 200) -> np.ndarray:
     **Returns:** an int64 array, strictly increasing, starting 0, 1 and ending at `steps`.
 
     >>> log_steps(1000, 8).tolist()
-    [0, 1, 3, 7, 19, 52, 139, 373, 1000]
+    [0, 1, 3, 10, 32, 100, 316, 1000]
     """
     steps = v.check_count("steps", steps, 0)
     num = v.check_count("num", num, 2)

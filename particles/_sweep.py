@@ -25,41 +25,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _driver, _dynamics, _events, _families, _grid, _results
-from . import _observables as obs
+from . import _distributed, _driver, _events, _families, _grid, _results
+from ._cell import INTEGER_METRICS, METRICS, PROBLEM_KEY, run_cell
 from . import _validate as v
 from ._geometry import frequencies
 from ._status import Status
 
-METRICS = ("first_full_accuracy", "full_accuracy_from", "loss_increases", "loss_spikes", "max_spike",
-           "final_loss", "final_min_margin", "margin_oscillations", "sign_flips", "status", "first_bad_step")
-"""What a sweep records per cell (the events follow the conventions of `particles.events`).
-
-- `first_full_accuracy`, `full_accuracy_from`: steps (0 = the start), −1 = never.
-- `loss_increases`, `loss_spikes`: counts of increases and of runs of increases beyond
-  float resolution; `max_spike`: max_k (L_k − min_{j≤k} L_j).
-- `final_loss`, `final_min_margin` (over inputs with p > 0): after the last step, NaN for a
-  non-finite cell.
-- `margin_oscillations`, `sign_flips`: summed over tokens.
-- `status` ([`Status`][]) and `first_bad_step` (−1 when finite throughout).
-"""
-
-INTEGER_METRICS = ("first_full_accuracy", "full_accuracy_from", "loss_increases", "loss_spikes",
-                   "margin_oscillations", "sign_flips", "status", "first_bad_step")
 KERNEL_METRICS = _grid.KERNEL_METRICS
 """The metrics the two-particle margin-map kernel computes (a sweep asking only these on a
 two-particle grid runs on it)."""
-
-INIT_KEY, PROBLEM_KEY = 2**32 - 1, 2**32 - 2
-"""With a cell's key `key(seed)`: batch k is `fold_in(key, k)` (as `particles.sgd(..., key=seed)`
-draws it), the random initial scores `fold_in(key, INIT_KEY)`, random embeddings
-`fold_in(key, PROBLEM_KEY)`."""
 
 MEMORY_BUDGET = 2.0**28
 """Bytes of working memory a chunk of cells may use (sets the default chunk size)."""
 
 
-# ---------------------------------------------------------------- the cell
 @dataclasses.dataclass(frozen=True)
 class _Cell:
     """Everything static about a cell: hashable, so the compiled sweep is cached on it."""
@@ -70,54 +49,6 @@ class _Cell:
     batch_size: Optional[int]
     init_std: float
     tol: _events.Tolerances
-
-
-def _row(problem, S, step):
-    return _events.row(step, obs.loss(S, problem.p, problem.Y), obs.margins(S, problem.Y),
-                       obs.full_accuracy(S, problem.p, problem.Y))
-
-
-def run_cell(problem, lr, steps: int, key, *, batch_size=None, init_std=0.0, tol=None) -> dict:
-    """The events and end of one run of `steps` GD steps (SGD with `batch_size`), all [`METRICS`][].
-
-    The one cell behind sweeps and [`hitting_time`][]: the step of the one dynamics, the
-    reducer of `particles.events` on every step. SGD draws batch k from `fold_in(key, k)`,
-    as [`sgd`][] does; the random initial scores come from `fold_in(key, INIT_KEY)`. A
-    non-finite state is frozen at its last finite value (the other cells of a batch carry on).
-    """
-    tol = _events.Tolerances.for_run("gd", problem.dtype) if tol is None else tol
-    S0 = problem.S0
-    if init_std:
-        S0 = S0 + init_std * jax.random.normal(jax.random.fold_in(key, INIT_KEY), S0.shape, S0.dtype)
-    c0 = _events.init(_row(problem, S0, jnp.asarray(0, _driver.int_dtype())))
-
-    def step(carry, k):
-        S, c = carry
-        # Batch k from fold_in(key, k), as `particles.sgd` draws it: same key, same batches.
-        w = None if batch_size is None else _dynamics.minibatch_weights(jax.random.fold_in(key, k), problem.p,
-                                                                        batch_size)
-        new = _dynamics.gd_step(problem, S, lr, w)
-        c = _events.update(c, _row(problem, new, k + 1), tol)
-        return (jnp.where(c["first_bad"] < 0, new, S), c), None
-
-    (S, c), _ = jax.lax.scan(step, (S0, c0), jnp.arange(steps, dtype=_driver.int_dtype()))
-    out = _events.result(c)
-    bad = out["first_bad_step"] >= 0
-    nan = jnp.asarray(jnp.nan, problem.dtype)
-    m = jnp.where(problem.p > 0, obs.margins(S, problem.Y), jnp.inf)
-    return dict(
-        first_full_accuracy=out["first_full_accuracy"],
-        full_accuracy_from=out["full_accuracy_from"],
-        loss_increases=out["loss_increases"],
-        loss_spikes=out["loss_spikes"],
-        max_spike=out["max_spike"],
-        final_loss=jnp.where(bad, nan, obs.loss(S, problem.p, problem.Y)),
-        final_min_margin=jnp.where(bad, nan, jnp.min(m)),
-        margin_oscillations=jnp.sum(out["oscillations"]),
-        sign_flips=jnp.sum(out["sign_flips"]),
-        status=jnp.where(bad, Status.NON_FINITE, Status.OK),
-        first_bad_step=out["first_bad_step"],
-    )
 
 
 @functools.partial(jax.jit, static_argnames=("cell", "metrics"))
@@ -260,12 +191,17 @@ def sweep(
       `resume=True` a partial sweep in it (of the same settings) is continued.
     - `progress`: a progress bar over chunks on stderr.
 
-    **Returns:** a [`Sweep`][].
+    Under `jax.distributed` (see `particles.distributed`) every process calls `sweep`
+    with the same arguments: each chunk is sharded over every device of every process, its
+    results gathered on every process, and only process 0 writes the checkpoint.
+
+    **Returns:** a [`Sweep`][] (the same on every process).
 
     >>> import particles as pt
-    >>> s = pt.sweep("equicorrelated", {"lr": [0.5, 5.0], "zipf": [0.0, 2.0]}, 200, metrics=["first_full_accuracy"])
-    >>> s.outputs["first_full_accuracy"].tolist()  # rows: lr; columns: Zipf exponent
-    [[1, 4], [1, 2]]
+    >>> axes = {"lr": [0.5, 5.0], "corr": [0.8], "zipf": [0.0, 2.0]}
+    >>> s = pt.sweep("equicorrelated", axes, 200, metrics=["first_full_accuracy"])
+    >>> s.outputs["first_full_accuracy"][:, 0, :].tolist()  # rows: lr; columns: Zipf exponent
+    [[1, 38], [1, 4]]
     """
     family = _families.of(problem)
     steps = v.check_count("steps", steps, 1)
@@ -352,15 +288,16 @@ def _on_cells(family, flat, K, steps, metrics, batch_size, init_std, chunk_size,
                   for k in names if k not in family.shape_axes}
         if "seed" in values:
             values["seed"] = values["seed"].astype(np.int64)
-        if mesh is not None:
-            spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("cells"))
-            values = {k: jax.device_put(a, spec) for k, a in values.items()}
-        out = _run_cells(values, cell, metrics)
+        if mesh is not None:  # every device of every process takes a share of the chunk
+            values = _distributed.put(values, mesh)
+        out = _distributed.gather(_run_cells(values, cell, metrics))
         for m in metrics:
-            outputs[m][idx] = np.asarray(out[m])[: len(idx)]
+            outputs[m][idx] = out[m][: len(idx)]
         return None, None
 
     def save_partial(_, pieces, n_done):
+        if not _distributed.is_main():  # one process writes; the others hold the same numbers
+            return
         partial = Sweep({"cell": np.arange(K)}, {m: outputs[m] for m in metrics}, config, n_done, len(chunks))
         _results.save(checkpoint, partial)
 
@@ -383,28 +320,3 @@ def _mesh(ndev: int):
     if ndev < 2:
         return None
     return jax.make_mesh((ndev,), ("cells",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def hitting_time(problem, lr, steps: int):
-    """First GD step at which every input (with p > 0) is predicted right; −1 if none.
-
-    The `first_full_accuracy` event of the sweep cell (0 when the start already is), for one
-    problem; vmap it over a batch of problems, or use [`sweep`][] for a grid.
-
-    **Arguments:** `problem` (a [`Problem`][]), `lr` (step size > 0, may be traced),
-    `steps` (GD steps).
-
-    **Returns:** an int scalar in {−1} ∪ [0, steps].
-
-    >>> import particles as pt
-    >>> int(pt.hitting_time(pt.two_particles(0.95, 0.75), 1.0, 100))
-    7
-    """
-    steps = v.check_count("steps", steps, 1)
-    v.check_positive("lr", lr)
-    return _hitting(problem, jnp.asarray(lr, problem.dtype), steps)
-
-
-@functools.partial(jax.jit, static_argnames=("steps",))
-def _hitting(problem, lr, steps):
-    return run_cell(problem, lr, steps, jax.random.key(0))["first_full_accuracy"]

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from . import _driver, _gd
+from . import _gd
 from . import _observables as obs
 from . import _validate as v
 from ._problem import Problem

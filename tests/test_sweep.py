@@ -3,16 +3,14 @@ the generic cell (bit for bit on the paper's grid), families, chunking and shard
 compilation, SGD and random init inside sweeps, checkpoint and resume, bad input."""
 
 import itertools
-import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import particles as pt
 from benchmarks._grid_baselines import numpy_hitting_times
-from particles._sweep import INIT_KEY, run_cell
+from particles._cell import INIT_KEY, run_cell
 
 from helpers import compilations
 

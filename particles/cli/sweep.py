@@ -26,6 +26,7 @@ import os
 import shlex
 from typing import Sequence
 
+import jax
 import numpy as np
 
 import particles
@@ -58,6 +59,11 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
     p.add_argument("--out", help="output folder (default sweeps/<timestamp>)")
     p.add_argument("--no-plot", action="store_true", help="skip the phase-diagram PNGs")
+    d = p.add_argument_group("several processes (one per host or GPU; see README, 'Beyond one machine')")
+    d.add_argument("--distributed", action="store_true", help="join a cluster's processes (SLURM: detected)")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (with the two flags below)")
+    d.add_argument("--num-processes", type=int, help="how many processes run this sweep")
+    d.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
     c.add_common(p)
     return p
 
@@ -94,6 +100,12 @@ def parse_axes(args) -> dict:
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     axes = parse_axes(args)
+    if args.distributed or args.coordinator is not None:
+        from particles import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        if not distributed.is_main():  # the other processes compute their share silently
+            args.quiet, args.no_plot = True, True
     if args.resume:
         c.check(args.out is not None and os.path.exists(os.path.join(args.out, PARTIAL)), "--resume", args.out,
                 "--resume needs --out naming the folder of an interrupted sweep (it holds sweep-partial.npz)")
@@ -115,6 +127,8 @@ def main(argv: Sequence[str]) -> int:
             again += f" --out {shlex.quote(out)}"
         kept = "the finished chunks are kept in " + partial if os.path.exists(partial) else "no chunk had finished"
         raise c.Interrupted(f"interrupted; {kept}; continue with: python scripts/sweep.py {again} --resume") from None
+    if jax.process_index() != 0:
+        return 0  # process 0 writes the files
     result.save(os.path.join(out, "sweep.npz"), extra=dict(config=c.config_of(args)))
     if os.path.exists(partial):
         os.unlink(partial)
