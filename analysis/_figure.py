@@ -11,7 +11,7 @@ from particles import theory as th
 
 from ._compare import regimes
 from ._detectors import finite_rows
-from ._plots import OKABE_ITO, gamma_of_margins, gamma_of_scores, plot_landscape, plot_losses, plot_margins
+from ._plots import OKABE_ITO, _annotate_bad, gamma_of_margins, gamma_of_scores, plot_landscape, plot_losses, plot_margins
 
 __all__ = ["label_runs", "theory_curves", "figure_for_run", "is_planar", "FLOW_TIME"]
 
@@ -161,4 +161,6 @@ def _gamma_panel(ax, problem, trajectories, extent):
         pad = 0.08 * (hi - lo)
         extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
     plot_landscape(ax, problem, extent=extent, trajectories=paths)
+    for label, traj in trajectories.items():  # a diverged run's path ends where it stopped: say so
+        _annotate_bad(ax, finite_rows(traj, "plot", warn=False)[1], None, label)
     ax.set_title("γ-plane: CE contours over 0-1 loss", fontsize=9)

@@ -2,7 +2,10 @@
 
 Both train W (2 x 2) from zero on the two-particle problem as the paper's scripts do
 (S = E W^T U^T with U = I), so they share no code with `particles`' score-space kernels.
-Step k counts k GD updates; -1 means never fully accurate within `steps`.
+They follow the conventions of `particles.events`: step k counts k GD updates and step 0 is
+the start (0 when the start is already fully right); a token with p = 0 is outside the loss
+and does not count; argmax ties go to the first class; -1 means never fully accurate within
+`steps`.
 """
 
 from __future__ import annotations
@@ -30,13 +33,18 @@ def numpy_hitting_times(corr, p1, lr, steps: int) -> np.ndarray:
     W = np.zeros((B, 2, 2))
     first = np.full(B, -1, np.int64)
     S = np.zeros((B, 2, 2))
+
+    def full(S):
+        # argmax with ties to index 0; a token with p = 0 does not count
+        return (((S[:, 0, 0] >= S[:, 0, 1]) | (P[:, 0] == 0)) & ((S[:, 1, 1] > S[:, 1, 0]) | (P[:, 1] == 0)))
+
+    first[full(S)] = 0
     for k in range(1, steps + 1):
         Z = np.exp(S - S.max(axis=2, keepdims=True))
         R = (Z / Z.sum(axis=2, keepdims=True) - Y) * P[:, :, None]
         W -= lr[:, None, None] * np.matmul(R.transpose(0, 2, 1), E)  # grad = R^T diag(p) E (U = I)
         S = np.matmul(E, W.transpose(0, 2, 1))  # S[x, y] = (W e_x)_y
-        full = (S[:, 0, 0] >= S[:, 0, 1]) & (S[:, 1, 1] > S[:, 1, 0])  # argmax, ties to index 0
-        first[(first < 0) & full] = k
+        first[(first < 0) & full(S)] = k
     return first
 
 
@@ -48,12 +56,14 @@ def numpy_margin_map(corr, p1, lr, steps: int) -> np.ndarray:
     m1 = np.zeros_like(corr)
     m2 = np.zeros_like(corr)
     first = np.full(corr.shape[0], -1, np.int64)
+    full = lambda m1, m2: ((m1 >= 0) | (p1 == 0)) & ((m2 > 0) | (p2 == 0))  # noqa: E731
+    first[full(m1, m2)] = 0
     with np.errstate(over="ignore"):
         for k in range(1, steps + 1):
             f1 = 1 / (1 + np.exp(m1))
             f2 = 1 / (1 + np.exp(m2))
             m1, m2 = m1 + (a11 * f1 - a12 * f2), m2 + (a22 * f2 - a21 * f1)
-            first[(first < 0) & (m1 >= 0) & (m2 > 0)] = k
+            first[(first < 0) & full(m1, m2)] = k
     return first
 
 
@@ -71,6 +81,11 @@ def torch_hitting_times(corr, p1, lr, steps: int, *, dtype=None) -> np.ndarray:
         p = torch.tensor([p1[i], 1 - p1[i]], dtype=dtype)
         W = torch.zeros(2, 2, dtype=dtype, requires_grad=True)
         opt = torch.optim.SGD([W], lr=float(lr[i]))
+        counts = p > 0  # a token with p = 0 is outside the loss
+        with torch.no_grad():
+            if bool(((torch.argmax(E @ W.T, dim=1) == targets) | ~counts).all()):
+                out[i] = 0
+                continue
         for k in range(1, steps + 1):
             opt.zero_grad()
             S = E @ W.T
@@ -78,7 +93,7 @@ def torch_hitting_times(corr, p1, lr, steps: int, *, dtype=None) -> np.ndarray:
             loss.backward()
             opt.step()
             with torch.no_grad():
-                if bool((torch.argmax(E @ W.T, dim=1) == targets).all()):
+                if bool(((torch.argmax(E @ W.T, dim=1) == targets) | ~counts).all()):
                     out[i] = k
                     break  # the answer is known; later steps cannot change it
     return out

@@ -55,7 +55,7 @@ def run_cell(problem, lr, steps: int, key, *, batch_size=None, init_std=0.0, tol
     S0 = problem.S0
     if init_std:
         S0 = S0 + init_std * jax.random.normal(jax.random.fold_in(key, INIT_KEY), S0.shape, S0.dtype)
-    c0 = _events.init(_row(problem, S0, jnp.asarray(0, _driver.int_dtype())))
+    c0 = _events.init(_row(problem, S0, jnp.asarray(0, _driver.int_dtype())), tol)
 
     def step(carry, k):
         S, c = carry

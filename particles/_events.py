@@ -112,7 +112,7 @@ def _sign(m, tol, xp):
     return xp.where(m > tol, 1, xp.where(m < -tol, -1, 0))
 
 
-def init(r, xp=jnp):
+def init(r, tol: Tolerances, xp=jnp):
     """The reducer's carry at the first row `r` (see the module's conventions)."""
     ok = _finite(r, xp)
     step = xp.asarray(r["step"])
@@ -132,7 +132,7 @@ def init(r, xp=jnp):
         margins=xp.asarray(r["margins"]),
         direction=zeros,
         oscillations=zeros,
-        sign=zeros,
+        sign=xp.where(ok, _sign(xp.asarray(r["margins"]), tol.margin_atol, xp), 0).astype(count),
         sign_flips=zeros,
         first_bad=xp.where(ok, never, step),
     )
@@ -204,7 +204,7 @@ def of_rows(steps, loss, margins, full, tol: Tolerances) -> dict:
     if len(loss) == 0:
         raise ValueError("the run has no rows: nothing to detect.")
     with np.errstate(invalid="ignore", over="ignore"):
-        c = init(row(steps[0], loss[0], margins[0], full[0]), np)
+        c = init(row(steps[0], loss[0], margins[0], full[0]), tol, np)
         for k in range(1, len(loss)):
             c = update(c, row(steps[k], loss[k], margins[k], full[k]), tol, np)
     return {k: np.asarray(v) for k, v in result(c).items()}

@@ -227,7 +227,7 @@ def flow(
                 log_time=True, hints=_HINTS)
     if segments is not None or checkpoint is not None or resume is not None:
         return _segmented(coords, ts, s_ts, s1, args, info, segments or 20, checkpoint, resume, progress)
-    y0 = coords.state(problem.S0) if where == "reduced" else problem.S0
+    y0 = coords.state(problem.S0)
     rows, final, status, stats, t_rest = _solve(coords, y0, xp.zeros_like(s1), s1, s_ts, *args, progress)
     if v.is_concrete(stats):
         info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]),
@@ -260,7 +260,9 @@ def _segmented(coords, ts, s_ts, s1, args, info, segments, checkpoint, resume, p
                                     coordinates=info["coordinates"], segment_rows=size, save_scores=bool(args[4])))
     chunks = [(a, min(a + size, T)) for a in range(0, T, size)]
     stats = np.zeros(3, np.int64)
-    pieces, state, done = [], coords.state(problem.S0), 0
+    # Segments hand over the scores (what a checkpoint saves), each starting from their state,
+    # so that a resumed run repeats the uninterrupted one bit for bit.
+    pieces, scores, done = [], problem.S0, 0
     if resume is not None:
         if resume.integrator != "flow" or resume.batch_shape or resume.steps is not None:
             raise ValueError("resume= takes an unbatched Trajectory from a segmented flow.")
@@ -270,37 +272,37 @@ def _segmented(coords, ts, s_ts, s1, args, info, segments, checkpoint, resume, p
         if n % size and n != T:
             raise ValueError("resume= was saved with other segments; use the same ts, t1 and segments.")
         done = n // size if n != T else len(chunks)
-        state = coords.state(jnp.asarray(resume.final_scores, problem.dtype))
+        scores = jnp.asarray(resume.final_scores, problem.dtype)
         pieces.append({k: np.asarray(getattr(resume, k)) for k in ("loss", "zero_one", "accuracy", "margins", "scores")
                        if getattr(resume, k) is not None})
         prior = resume.metadata
         stats += [prior.get("num_steps", 0), prior.get("num_accepted", 0), prior.get("num_rejected", 0)]
     status, last = [jnp.asarray(Status.OK)], [None]
 
-    def advance(state, chunk):
+    def advance(scores, chunk):
         a, b = chunk
         if int(status[0]) != Status.OK:  # a failed segment ends the run: the rest is not reached
-            return state, jax.tree_util.tree_map(lambda r: np.full((b - a,) + r.shape[1:], np.inf), last[0])
+            return scores, jax.tree_util.tree_map(lambda r: np.full((b - a,) + r.shape[1:], np.inf), last[0])
         s0 = s_ts[a - 1] if a > 0 else np.zeros_like(s1)
-        rows, final, st, counts, _ = _solve(coords, state, s0, s_ts[b - 1], s_ts[a:b], *args, False)
+        rows, final, st, counts, _ = _solve(coords, coords.state(scores), s0, s_ts[b - 1], s_ts[a:b], *args, False)
         stats[:] += np.asarray(counts, np.int64)
         status[0] = st
         last[0] = jax.device_get(rows)
-        return final, last[0]
+        return coords.scores(final), last[0]
 
     def info_now():
         return dict(info, num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]))
 
-    def save_partial(state, new, n_chunks):
+    def save_partial(scores, new, n_chunks):
         rows = _driver.join(pieces + new)
         n = len(rows["loss"])
-        _trajectory(np.asarray(ts[:n]), rows, coords.scores(state), status[0], info_now()).save(checkpoint)
+        _trajectory(np.asarray(ts[:n]), rows, scores, status[0], info_now()).save(checkpoint)
 
-    state, new = _driver.drive(advance, state, chunks, sizes=[b - a for a, b in chunks], done=done,
+    scores, new = _driver.drive(advance, scores, chunks, sizes=[b - a for a, b in chunks], done=done,
                                on_chunk=None if checkpoint is None else save_partial, progress=progress,
                                desc="flow", unit="row")
     rows = _driver.join(pieces + new)
-    traj = _trajectory(jnp.asarray(ts, problem.dtype), rows, coords.scores(state), status[0], info_now())
+    traj = _trajectory(jnp.asarray(ts, problem.dtype), rows, scores, status[0], info_now())
     if checkpoint is not None:
         traj.save(checkpoint)
     return traj

@@ -116,6 +116,8 @@ class Trajectory(eqx.Module):
         info = self.metadata
         if isinstance(info.get("lr"), (tuple, list)) and isinstance(index, (int, np.integer)):
             info["lr"] = info["lr"][index]  # the member's own rate, so that it can be resumed
+            if isinstance(info.get("settings"), dict):
+                info["settings"] = dict(info["settings"], lr=info["lr"])
         return dataclasses.replace(member, info=meta_json(info))
 
     def __repr__(self) -> str:

@@ -1,5 +1,6 @@
 """The benchmark runner runs end to end in --quick mode and writes valid JSON (no timings asserted)."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -28,6 +29,12 @@ def test_quick_run_writes_json(tmp_path):
     # Correctness, not speed: the integer grid tables must agree across implementations.
     (same,) = [r for r in data["rows"] if r["case"] == "grid" and r["name"].startswith("integer tables")]
     assert same["value"] is True
+    # The grid is timed through the public sweep, which picks the two-particle kernel itself.
+    (sweep,) = [r for r in data["rows"] if r["case"] == "grid" and r["name"].startswith("particles.sweep(")]
+    assert "engine: two-particle kernel" in sweep["note"] and sweep["target"] == ">= 10x"
+    assert sweep["value"] > 0 and sweep["ratio"] == pytest.approx(sweep["baseline"] / sweep["value"], rel=1e-12)
+    vocab = [r for r in data["rows"] if r["case"] == "vocab"]
+    assert len(vocab) == 2 and all(r["value"] > 0 for r in vocab)
     assert list(tmp_path.iterdir()) == [out]  # the atomic write left no temporary file
     assert "| case | measure |" in res.stdout
 
@@ -51,3 +58,23 @@ def test_table_has_one_line_per_row():
 def test_unknown_case_is_rejected():
     with pytest.raises(SystemExit):
         run.main(["--only", "nope"])
+
+
+def test_the_runner_uses_public_names_only():
+    """benchmarks/run.py times what users call: no `particles._private` module or name."""
+    tree = ast.parse((ROOT / "benchmarks" / "run.py").read_text())
+    private = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("particles"):
+            private += [node.module] if any(part.startswith("_") for part in node.module.split(".")) else []
+            private += [a.name for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Import):
+            private += [a.name for a in node.names
+                        if a.name.startswith("particles") and any(p.startswith("_") for p in a.name.split("."))]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id == "particles":
+                private.append(ast.unparse(node))
+    assert private == [], private
