@@ -41,6 +41,13 @@ def animate(problem, trajectories: dict, path: str | os.PathLike, *, theory: Opt
     - `frames`, `fps`: number of frames (log-spaced over the rows) and frames per second.
 
     **Returns:** the path written (atomically: an interrupted write leaves nothing).
+
+    >>> import os, tempfile, particles as pt
+    >>> problem = pt.two_particles(0.95, 0.75)
+    >>> path = animate(problem, {"gd": pt.gd(problem, 10.0, 35)}, os.path.join(tempfile.mkdtemp(), "spike.gif"),
+    ...                frames=8)
+    >>> os.path.getsize(path) > 10_000
+    True
     """
     from matplotlib import animation
     from matplotlib.figure import Figure

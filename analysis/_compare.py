@@ -181,6 +181,12 @@ def regimes(problem) -> tuple[str, ...]:
     Among "orthogonal", "two_particles", "separable" and "underparameterized" (d < N).
     Separable means the inputs have full rank (d >= N, rank G_E = N): any targets can then
     be fitted with margins >= 1.
+
+    **Returns:** a tuple of names.
+
+    >>> import particles as pt
+    >>> regimes(pt.two_particles(0.5, 0.7)), regimes(pt.random_sphere(0, 20, 4, 5))
+    (('two_particles', 'separable'), ('underparameterized',))
     """
     out = []
     if _is_orthogonal(problem):
@@ -427,7 +433,10 @@ def _underparameterized(c: _Context) -> tuple[list[Row], bool]:
 
 
 def describe_regime(problem) -> str:
-    """The regime of `problem` in a few words (the most specific of [`regimes`][])."""
+    """The regime of `problem` in a few words (the most specific of [`regimes`][]).
+
+    **Returns:** a string. For `particles.orthogonal([0.5, 0.5])`: "orthogonal".
+    """
     found = regimes(problem)
     if "orthogonal" in found:
         return "orthogonal"

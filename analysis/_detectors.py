@@ -73,7 +73,10 @@ class Cycle:
 
 # ------------------------------------------------------------------ helpers
 def plain(x):
-    """Python scalars/lists for JSON; non-finite floats become the strings 'nan', 'inf', '-inf'."""
+    """Python scalars/lists for JSON; non-finite floats become the strings 'nan', 'inf', '-inf'.
+
+    **Returns:** plain Python values. `plain([1.5, float("inf")])` is `[1.5, 'inf']`.
+    """
     if x is None or isinstance(x, (bool, str)):
         return x
     if isinstance(x, dict):
@@ -97,7 +100,10 @@ def _check_unbatched(traj, who: str) -> None:
 
 
 def times(traj) -> np.ndarray:
-    """Steps of the saved rows (discrete integrators), else the times t (flow)."""
+    """Steps of the saved rows (discrete integrators), else the times t (flow).
+
+    **Returns:** shape (T,).
+    """
     return np.asarray(traj.steps if traj.steps is not None else traj.t)
 
 
@@ -106,6 +112,8 @@ def finite_rows(traj, who: str = "analysis", warn: bool = True) -> tuple[int, Op
 
     A row is bad when its loss or a margin is not finite (with M = 1 margins are +inf by
     definition and only NaN counts).
+
+    **Returns:** (rows before the first bad one, its step or None).
     """
     _check_unbatched(traj, who)
     loss = np.asarray(traj.loss, np.float64)
@@ -154,6 +162,11 @@ def events(traj, tol: Optional[ev.Tolerances] = None) -> dict:
     **Arguments:** `traj` (unbatched); `tol` the resolution (default: the run's own).
 
     **Returns:** a dict named as `particles.events.RESULTS` (−1 for "never").
+
+    >>> import particles as pt, particles.analysis as pa
+    >>> found = pa.events(pt.gd(pt.two_particles(0.95, 0.75), 10.0, 35))  # the benign spike
+    >>> int(found["first_full_accuracy"]), int(found["full_accuracy_from"]), int(found["loss_spikes"])
+    (2, 15, 7)
     """
     rows, own = _rows(traj, "events")
     if len(rows[0]) == 0:
@@ -172,6 +185,11 @@ def loss_spikes(traj, tol: Optional[ev.Tolerances] = None) -> list[Spike]:
     **Arguments:** `traj` (unbatched); `tol` the resolution (default: the run's own).
 
     **Returns:** the spikes in order of time (an empty list for a monotone loss).
+
+    >>> import particles as pt, particles.analysis as pa
+    >>> first = pa.loss_spikes(pt.gd(pt.two_particles(0.95, 0.75), 10.0, 35))[0]
+    >>> first.step, first.peak_step, round(first.height, 3)
+    (1, 1, 0.47)
     """
     (steps, loss, _, _), own = _rows(traj, "loss_spikes")
     if traj.metadata.get("integrator") == "sgd" and tol is None:
@@ -192,6 +210,12 @@ def sign_flips(traj, tol: Optional[ev.Tolerances] = None) -> np.ndarray:
 
     A flip is a change between m > atol and m < −atol; margins within atol (e.g. 0 at
     S = 0) keep the sign seen before them. A token learned, forgotten and learned again has 2.
+
+    **Returns:** ints, shape (N,).
+
+    >>> import particles as pt, particles.analysis as pa
+    >>> pa.sign_flips(pt.gd(pt.two_particles(0.95, 0.75), 1.0, 300)).tolist()  # token 2: forgotten, recovered
+    [0, 1]
     """
     return events(traj, tol)["sign_flips"]
 
@@ -201,6 +225,12 @@ def oscillations(traj, tol: Optional[ev.Tolerances] = None) -> np.ndarray:
 
     Moves within the run's resolution are not moves, so a converged flow has 0; a period-2
     cycle over T rows has about T − 2.
+
+    **Returns:** ints, shape (N,).
+
+    >>> import particles as pt, particles.analysis as pa
+    >>> pa.oscillations(pt.gd(pt.two_particles(0.2, 0.75), 1.0, 100)).tolist()  # α < p2/p1: monotone
+    [0, 0]
     """
     return events(traj, tol)["oscillations"]
 
@@ -215,13 +245,25 @@ def first_full_accuracy(traj):
     **Returns:** an int step (0 when the start already is) for discrete runs, a float time
     for `flow`, or None if never. Only as fine as the saving schedule: save every step for
     the exact step.
+
+    >>> import particles as pt, particles.analysis as pa
+    >>> pa.first_full_accuracy(pt.gd(pt.two_particles(0.95, 0.75), 1.0, 100))
+    52
     """
     return _step(events(traj)["first_full_accuracy"])
 
 
 def full_accuracy_from(traj):
     """The first saved step (time) from which every later row is fully right; None if the last
-    row is not. After a benign spike it is later than [`first_full_accuracy`][]."""
+    row is not. After a benign spike it is later than [`first_full_accuracy`][].
+
+    **Returns:** an int step, a float time (flow), or None.
+
+    >>> import particles as pt, particles.analysis as pa
+    >>> traj = pt.gd(pt.two_particles(0.95, 0.75), 10.0, 35)
+    >>> pa.first_full_accuracy(traj), pa.full_accuracy_from(traj)
+    (2, 15)
+    """
     return _step(events(traj)["full_accuracy_from"])
 
 
@@ -237,6 +279,10 @@ def detect_cycle(traj, max_period: int = 8, tol: float = 1e-6, tail: Optional[in
     T // 4), at most T; at least two periods).
 
     **Returns:** a [`Cycle`][], or None when no period up to `max_period` fits.
+
+    >>> import particles as pt, particles.analysis as pa
+    >>> pa.detect_cycle(pt.gd(pt.two_particles(0.5, 0.75), 1.0, 100)) is None  # log growth: no cycle
+    True
     """
     if isinstance(max_period, bool) or not isinstance(max_period, (int, np.integer)) or max_period < 1:
         raise ValueError(f"max_period={max_period!r} is not allowed: it must be an int >= 1.")
@@ -276,6 +322,10 @@ def log_slope(traj, t_min: Optional[float] = None) -> np.ndarray:
     sqrt(t_last), the later half of the run in log t.
 
     **Returns:** the slopes. Needs two rows with t ≥ t_min and t > 0 (else ValueError).
+
+    >>> import particles as pt, particles.analysis as pa
+    >>> [round(s, 2) for s in pa.log_slope(pt.flow(pt.orthogonal([0.5, 0.5]), 1e6)).tolist()]
+    [1.0, 1.0]
     """
     n, _ = finite_rows(traj, "log_slope")
     t = np.asarray(traj.t, np.float64)[:n]
@@ -304,6 +354,11 @@ def summarize(traj) -> dict:
     `full_accuracy_from`, `cycle` (a [`Cycle`][] as a dict, or None) and `log_slope`
     (per-token list, or None). Non-finite floats appear as the strings 'nan'/'inf'. Warns
     once ([`NonFiniteWarning`][]) for a bad run.
+
+    >>> import particles as pt, particles.analysis as pa
+    >>> s = pa.summarize(pt.gd(pt.two_particles(0.95, 0.75), 10.0, 35))
+    >>> s["spikes"], s["first_full_accuracy"], s["full_accuracy_from"], s["sign_flips"]
+    (7, 2, 15, [2, 13])
     """
     n, bad = finite_rows(traj, "summarize")
     with warnings.catch_warnings():

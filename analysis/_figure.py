@@ -26,6 +26,14 @@ def label_runs(runs: dict, run_lr: dict) -> dict:
     drawn at t = η·step (a view of the same rows; the x label says so).
 
     **Arguments:** `runs` {name: Trajectory}; `run_lr` {name: η, None for the flow}.
+
+    **Returns:** {label: Trajectory}.
+
+    >>> import particles as pt
+    >>> problem = pt.two_particles(0.3, 0.7)
+    >>> views = label_runs({"gd": pt.gd(problem, 2.0, 4), "flow": pt.flow(problem, 8.0)}, {"gd": 2.0, "flow": None})
+    >>> list(views), views["gd η=2"].t.tolist()
+    (['gd η=2', 'gradient flow'], [0.0, 2.0, 4.0, 6.0, 8.0])
     """
     with_flow = any(lr is None for lr in run_lr.values())
     out = {}
@@ -49,6 +57,13 @@ def theory_curves(problem, runs: dict, run_lr: dict) -> Optional[dict]:
       at step k);
     - a finite cross-entropy minimiser (d < N): its margins, where GD with a small step
       and the flow come to rest.
+
+    **Returns:** {label: (t (T,), values (T, N))}, or None when no theory applies.
+
+    >>> import particles as pt
+    >>> problem = pt.orthogonal([0.5, 0.5])
+    >>> list(theory_curves(problem, {"flow": pt.flow(problem, 10.0)}, {"flow": None}))
+    ['flow theory (Lambert W)']
     """
     found = regimes(problem)
     flow = next((t for n, t in runs.items() if run_lr[n] is None), None)
@@ -86,7 +101,10 @@ def _margins(S, Y):
 
 
 def is_planar(problem) -> bool:
-    """True for two classes whose inputs span at most a plane (the γ-plane exists)."""
+    """True for two classes whose inputs span at most a plane (the γ-plane exists).
+
+    **Returns:** a bool. `is_planar(particles.two_particles(0.5, 0.7))` is True.
+    """
     if problem.M != 2:
         return False
     if problem.E is not None:
@@ -111,6 +129,12 @@ def figure_for_run(problem, trajectories: dict, theory: Optional[dict] = None, *
     - `title`: the figure's title.
 
     **Returns:** a matplotlib Figure (two rows of panels).
+
+    >>> import particles as pt
+    >>> problem = pt.two_particles(0.95, 0.75)
+    >>> fig = figure_for_run(problem, {"gd η=10": pt.gd(problem, 10.0, 35)})
+    >>> [ax.get_title() for ax in fig.axes if ax.get_title()][:2]
+    ['gd η=10: margins', 'losses (spikes: ▼)']
     """
     from matplotlib.figure import Figure
 

@@ -46,6 +46,11 @@ def phase_diagrams(result) -> dict:
     `max_spike` and `final_loss` (missing metrics leave their panel out).
 
     **Returns:** {"phase-<x>-<y>": matplotlib Figure}.
+
+    >>> import particles as pt
+    >>> s = pt.sweep("two_particles", {"lr": [0.1, 1.0, 10.0], "corr": [0.5, 0.7, 0.9]}, 100)
+    >>> list(phase_diagrams(s))
+    ['phase-corr-lr']
     """
     import itertools
 

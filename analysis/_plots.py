@@ -78,7 +78,15 @@ def _token_colors(N: int):
 
 def representative_tokens(margins, p=None) -> dict:
     """{role: token} for a run with many tokens: the most frequent, the median-frequency and
-    the rarest token (by p; by index without p), and the token with the worst final margin."""
+    the rarest token (by p; by index without p), and the token with the worst final margin.
+
+    **Arguments:** `margins` (T, N); `p` (N,) or None. **Returns:** {role: token index}; a
+    token playing two roles appears once.
+
+    >>> import numpy as np
+    >>> representative_tokens(np.array([[0.0, 0, 0, 0], [3.0, -1, 2, 1]]), p=[0.1, 0.2, 0.3, 0.4])
+    {'most frequent': 3, 'median p': 1, 'rarest': 0}
+    """
     m = np.asarray(margins, np.float64)
     N = m.shape[-1]
     order = np.arange(N) if p is None else np.argsort(-np.asarray(p, np.float64), kind="stable")
@@ -114,6 +122,12 @@ def plot_margins(ax, traj, theory: Optional[dict] = None, logx: bool = False, la
     - `p`: the frequencies, to pick representative tokens (by index without).
 
     **Returns:** the axes.
+
+    >>> import particles as pt
+    >>> traj = pt.gd(pt.random_sphere(0, 30, 2, 2), 2.0, 100)  # 30 tokens: a band and 4 labelled tokens
+    >>> ax = plot_margins(None, traj, p=pt.zipf(30))
+    >>> len(ax.get_legend().get_texts())
+    6
     """
     ax = _axes(ax)
     n, bad = _finite(traj)
@@ -168,6 +182,11 @@ def plot_losses(ax, traj, spikes=None, label: str = "", color=None, logx: bool =
     - `logx`: log-scaled time axis (rows at t = 0 dropped).
 
     **Returns:** the (left) axes.
+
+    >>> import particles as pt
+    >>> ax = plot_losses(None, pt.gd(pt.two_particles(0.95, 0.75), 10.0, 35))
+    >>> [t.get_text() for t in ax.get_legend().get_texts()]
+    ['loss', 'spikes (7)']
     """
     ax = _axes(ax)
     n, bad = _finite(traj)
@@ -228,6 +247,13 @@ def gamma_of_scores(problem, scores) -> np.ndarray:
     (least squares; exact when S came from the dynamics). Needs M = d = 2.
 
     **Arguments:** `problem` with M = 2 and d = 2; `scores` of shape (T, N, 2) or (N, 2).
+
+    **Returns:** γ, shape (T, 2) or (2,).
+
+    >>> import particles as pt
+    >>> traj = pt.gd(pt.two_particles(0.0, 0.5), 1.0, 1, save_scores=True)
+    >>> gamma_of_scores(pt.two_particles(0.0, 0.5), traj.scores[1]).round(6).tolist()  # γ = η p_x (e_1 − e_2)
+    [0.5, -0.5]
     """
     E = _two_class_inputs(problem)
     S = np.asarray(scores, np.float64)
@@ -239,7 +265,10 @@ def gamma_of_scores(problem, scores) -> np.ndarray:
 
 
 def gamma_of_margins(problem, margins) -> np.ndarray:
-    """γ from margins (no scores needed), shape (T, 2): with M = 2, m(x) = ±γ·e_x (+ for class 0)."""
+    """γ from margins (no scores needed): with M = 2, m(x) = ±γ·e_x (+ for class 0).
+
+    **Returns:** γ, shape (T, 2) (or (2,) for one row of margins).
+    """
     E = _two_class_inputs(problem)
     m = np.asarray(margins, np.float64)
     sign = np.where(np.asarray(problem.targets) == 0, 1.0, -1.0)
@@ -255,6 +284,13 @@ def landscape(problem, extent=(-1.0, 1.0, -1.0, 1.0), grid: int = 50):
     the score difference δ_x = γ·e_x only, CE = Σ_x p(x) log(1 + exp(∓δ_x)) (− for class 0).
     Ties go to class 0, as in `particles.zero_one`. Computed in numpy: a new grid shape would
     otherwise compile the observables again for each figure.
+
+    **Returns:** (γ1, γ2, CE, 0-1 loss), each (grid, grid).
+
+    >>> import particles as pt
+    >>> g1, g2, ce, zo = landscape(pt.two_particles(0.5, 0.75), grid=3)
+    >>> round(float(ce[1, 1]), 6), float(zo[1, 1])  # γ = 0: log 2, and token 2 loses the tie
+    (0.693147, 0.25)
     """
     E = _two_class_inputs(problem)
     x0, x1, y0, y1 = (float(v) for v in extent)
@@ -290,6 +326,11 @@ def plot_landscape(ax, problem, extent=(-1.0, 1.0, -1.0, 1.0), grid: int = 50, t
     - `mark`: optional {label: (γ1, γ2)} points to mark (e.g. the CE minimizer).
 
     **Returns:** the axes.
+
+    >>> import particles as pt
+    >>> ax = plot_landscape(None, pt.two_particles(0.95, 0.75), extent=(-1, 8, -17, 10))
+    >>> ax.get_xlabel()
+    'γ₁ (dimensionless)'
     """
     ax = _axes(ax)
     g1, g2, ce, zo = landscape(problem, extent, grid)
@@ -326,6 +367,10 @@ def plot_sharpness(ax, t, lam, lr: Optional[float] = None, label: str = "λ_max"
     (draws the dashed line λ = 2/η; GD is locally stable below it); `label` for the legend.
 
     **Returns:** the axes.
+
+    >>> ax = plot_sharpness(None, [0, 1, 2], [0.5, 0.3, 0.2], lr=5.0)
+    >>> [t.get_text() for t in ax.get_legend().get_texts()]
+    ['λ_max', '2/η = 0.4']
     """
     ax = _axes(ax)
     t = np.asarray(t, np.float64)

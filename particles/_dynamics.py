@@ -53,6 +53,10 @@ def target_residual(S: Float[Array, "c M"], targets: Int[Array, " c"]) -> Float[
 
     The form of the vocabulary-scale path, where a dense (c, M) one-hot block would cost as
     much memory as the scores themselves; same cancellation-free target entry.
+
+    **Arguments:** `S` scores (c, M); `targets` ints (c,).
+
+    **Returns:** softmax(S) − one_hot(targets), shape (c, M).
     """
     P = jax.nn.softmax(S, axis=-1)
     is_target = jnp.arange(S.shape[-1])[None, :] == targets[:, None]
@@ -67,6 +71,8 @@ def direction(problem: "Problem", R: Float[Array, "N M"]) -> Float[Array, "N M"]
     Identity Grams cost nothing, factored ones (d ≪ N, M) are applied through E or U
     (E (Eᵀ X): 2 N d per column instead of N²), dense ones as matrices; the constructors
     choose (`problem.structure_E`, `problem.structure_U`).
+
+    **Arguments:** `problem`; `R` (N, M). **Returns:** G_E R G_U, shape (N, M).
     """
     if problem.structure_E == "factored":
         R = problem.E @ (problem.E.T @ R)
@@ -90,6 +96,11 @@ def force(problem: "Problem", S: Float[Array, "N M"], weights: Optional[Float[Ar
       (full batch), minibatch frequencies for SGD ([`minibatch_weights`][]).
 
     **Returns:** shape (N, M).
+
+    >>> import particles as pt
+    >>> problem = pt.orthogonal([0.5, 0.5])
+    >>> force(problem, problem.S0).tolist()  # each particle pulled toward its class by p/2
+    [[0.25, -0.25], [-0.25, 0.25]]
     """
     w = problem.p if weights is None else weights
     return -direction(problem, w[:, None] * residual(S, problem.Y))
@@ -97,6 +108,9 @@ def force(problem: "Problem", S: Float[Array, "N M"], weights: Optional[Float[Ar
 
 def gd_step(problem: "Problem", S, lr, weights=None) -> Float[Array, "N M"]:
     """One step S + lr · force(S): GD on W, mapped to the scores (SGD with minibatch weights).
+
+    **Arguments:** `problem`; `S` scores (N, M); `lr` the step size; `weights` as in
+    [`force`][]. **Returns:** the next scores, shape (N, M).
 
     >>> import particles as pt
     >>> problem = pt.two_particles(corr=0.5, p1=0.75)
@@ -111,17 +125,25 @@ def minibatch_weights(key: PRNGKeyArray, p: Float[Array, " N"], batch_size: int)
     replacement), divided by the batch size. Their expectation is p (unbiased gradient).
 
     Inputs with p = 0 are never drawn (log 0 = −inf in the categorical draw).
+
+    **Arguments:** `key` a PRNG key; `p` (N,); `batch_size` B. **Returns:** shape (N,),
+    multiples of 1/B summing to 1.
+
+    >>> import jax, jax.numpy as jnp
+    >>> w = minibatch_weights(jax.random.key(0), jnp.array([0.5, 0.5, 0.0]), 4)
+    >>> float(w.sum()), float(w[2])
+    (1.0, 0.0)
     """
     idx = jax.random.categorical(key, jnp.log(p), shape=(batch_size,))
     return jnp.zeros(p.shape, p.dtype).at[idx].add(1.0 / batch_size)
 
 
 def flow_field(t, S: Float[Array, "N M"], problem: "Problem") -> Float[Array, "N M"]:
-    """dS/dt = force(S) in diffrax's argument order (t, y, args)."""
+    """dS/dt = force(S) in diffrax's argument order (t, y, args). **Returns:** shape (N, M)."""
     return force(problem, S)
 
 
 def log_time_field(s, S: Float[Array, "N M"], problem: "Problem") -> Float[Array, "N M"]:
     """dS/ds with s = log(1 + t): e^s force(S). Margins grow like log t, so log-time steps are
-    even where steps in t would grow geometrically."""
+    even where steps in t would grow geometrically. **Returns:** shape (N, M)."""
     return jnp.exp(s) * force(problem, S)

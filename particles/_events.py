@@ -53,6 +53,9 @@ class Tolerances:
     **Fields:** `loss_rtol`, `loss_atol` (a loss increase must exceed
     loss_rtol·|L| + loss_atol), `margin_rtol`, `margin_atol` (a margin move must exceed
     margin_rtol·|m| + margin_atol; a sign needs |m| > margin_atol).
+
+    >>> Tolerances.for_run("flow", "float64", rtol=1e-8, atol=1e-8).margin_atol
+    1e-05
     """
 
     loss_rtol: float = 0.0
@@ -85,7 +88,10 @@ class Tolerances:
 
 
 def tolerances_of(traj) -> Tolerances:
-    """[`Tolerances.for_run`][] read off a trajectory's metadata."""
+    """[`Tolerances.for_run`][] read off a trajectory's metadata (integrator, dtype, rtol, atol).
+
+    **Returns:** the run's [`Tolerances`][].
+    """
     meta = traj.metadata
     return Tolerances.for_run(meta.get("integrator", "gd"), meta.get("dtype", "float64"),
                               meta.get("rtol"), meta.get("atol"))
@@ -93,7 +99,10 @@ def tolerances_of(traj) -> Tolerances:
 
 # ------------------------------------------------------------ the reducer
 def row(step, loss, margins, full):
-    """One row: the step, the loss, the margins (N,) and whether accuracy is full."""
+    """One row: the step, the loss, the margins (N,) and whether accuracy is full.
+
+    **Returns:** the dict the reducer reads.
+    """
     return dict(step=step, loss=loss, margins=margins, full=full)
 
 
@@ -104,7 +113,15 @@ def _finite(r, xp):
 
 
 def increase(prev, loss, tol: Tolerances, xp=jnp):
-    """Whether the loss rose from `prev` to `loss` beyond the run's resolution."""
+    """Whether the loss rose from `prev` to `loss` beyond the run's resolution.
+
+    **Returns:** booleans, the broadcast shape.
+
+    >>> import numpy as np
+    >>> tol = Tolerances.for_run("gd")
+    >>> increase(np.array([1.0, 1.0]), np.array([1.0 + 1e-15, 1.001]), tol, np).tolist()
+    [False, True]
+    """
     return loss - prev > tol.loss_rtol * xp.abs(prev) + tol.loss_atol
 
 
@@ -113,7 +130,19 @@ def _sign(m, tol, xp):
 
 
 def init(r, tol: Tolerances, xp=jnp):
-    """The reducer's carry at the first row `r` (see the module's conventions)."""
+    """The reducer's carry at the first row `r` (see the module's conventions).
+
+    **Arguments:** `r` a [`row`][]; `tol` the run's [`Tolerances`][]; `xp` numpy or
+    jax.numpy. **Returns:** the carry (a dict of arrays).
+
+    >>> import numpy as np
+    >>> tol = Tolerances.for_run("gd")
+    >>> c = init(row(0, 0.69, np.array([0.0, 0.0]), False), tol, np)
+    >>> c = update(c, row(1, 0.5, np.array([1.0, -0.5]), False), tol, np)
+    >>> c = update(c, row(2, 0.3, np.array([2.0, 0.5]), True), tol, np)
+    >>> {k: np.asarray(v).tolist() for k, v in result(c).items()}["first_full_accuracy"]
+    2
+    """
     ok = _finite(r, xp)
     step = xp.asarray(r["step"])
     never = xp.asarray(-1, step.dtype)
@@ -139,7 +168,10 @@ def init(r, tol: Tolerances, xp=jnp):
 
 
 def update(c, r, tol: Tolerances, xp=jnp):
-    """Fold row `r` into the carry `c`; rows after the first bad one change nothing."""
+    """Fold row `r` into the carry `c`; rows after the first bad one change nothing.
+
+    **Returns:** the new carry (see [`init`][] for an example).
+    """
     live = (c["first_bad"] < 0) & _finite(r, xp)
     keep = lambda new, old: xp.where(live, new, old)  # noqa: E731
     step = xp.asarray(r["step"], c["first_full"].dtype)
@@ -177,7 +209,10 @@ RESULTS = ("first_full_accuracy", "full_accuracy_from", "loss_increases", "loss_
 
 
 def result(c) -> dict:
-    """The events of the rows folded in so far, named as in [`RESULTS`][]."""
+    """The events of the rows folded in so far, named as in [`RESULTS`][].
+
+    **Returns:** a dict: steps (−1 for never) and per-token counts (N,).
+    """
     return dict(
         first_full_accuracy=c["first_full"],
         full_accuracy_from=c["full_from"],
@@ -195,6 +230,13 @@ def of_rows(steps, loss, margins, full, tol: Tolerances) -> dict:
 
     Folds the rows in order with the same reducer as the sweeps, in numpy (a few µs a row,
     nothing to compile). **Returns:** a dict of numpy values named as in [`RESULTS`][].
+
+    >>> import numpy as np
+    >>> loss = np.array([0.7, 0.5, 0.6, 0.4, 0.3])
+    >>> m = np.array([[0, 0], [1, -1], [2, -0.5], [3, 0.5], [4, 1]], float)
+    >>> out = of_rows(np.arange(5), loss, m, m.min(1) > 0, Tolerances.for_run("gd"))
+    >>> int(out["first_full_accuracy"]), int(out["loss_spikes"]), out["sign_flips"].tolist()
+    (3, 1, [0, 1])
     """
     steps = np.asarray(steps)
     steps = steps.astype(np.int64) if np.issubdtype(steps.dtype, np.integer) else steps.astype(np.float64)
@@ -215,6 +257,10 @@ def spikes(steps, loss, tol: Tolerances) -> list[dict]:
     `peak_step` (its highest row), `height` (peak minus the loss before the rise) and
     `relative` (height over that loss). Same [`increase`][] test as the reducer, so
     `len(spikes(...))` equals its `loss_spikes` count on the same rows.
+
+    >>> import numpy as np
+    >>> spikes(np.arange(5), np.array([1.0, 0.5, 0.8, 0.9, 0.2]), Tolerances.for_run("gd"))[0]["peak_step"]
+    3
     """
     steps = np.asarray(steps)
     loss = np.asarray(loss, np.float64)
@@ -246,6 +292,8 @@ def large_spikes(loss, factor: float = 3.0, window: int = 20) -> np.ndarray:
     steps are one spike, reported at its first index; the first `window` indices (no
     history yet) are never spikes.
 
+    **Returns:** int indices, increasing.
+
     >>> large_spikes([1.0] * 25 + [4.0, 5.0, 1.0], window=20).tolist()
     [25]
     """
@@ -262,7 +310,13 @@ def large_spikes(loss, factor: float = 3.0, window: int = 20) -> np.ndarray:
 
 
 def loss_rises(loss, rel: float = 0.05, abs_tol: float = 1e-3) -> np.ndarray:
-    """Indices k where a noisy loss rises markedly: loss[k] > loss[k−1] (1 + rel) + abs_tol."""
+    """Indices k where a noisy loss rises markedly: loss[k] > loss[k−1] (1 + rel) + abs_tol.
+
+    **Returns:** int indices.
+
+    >>> loss_rises([1.0, 1.01, 1.2]).tolist()
+    [2]
+    """
     loss = np.asarray(loss, np.float64)
     up = loss[1:] > loss[:-1] * (1 + rel) + abs_tol
     return np.nonzero(up)[0] + 1
@@ -273,6 +327,11 @@ def margin_jumps(margins, rel: float = 0.25, skip: int = 5) -> np.ndarray:
 
     `margins` (T, N); the first `skip` indices (the fast initial phase) are ignored. A jump
     followed by a slow relaxation is the oscillation of the paper's large-η memories.
+
+    **Returns:** int indices of the rows after each jump.
+
+    >>> margin_jumps([[0.0], [1.0], [1.1], [1.2], [1.3], [1.4], [1.5], [3.0]]).tolist()
+    [7]
     """
     m = np.asarray(margins, np.float64)
     if len(m) < 2:

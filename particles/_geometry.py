@@ -15,7 +15,9 @@ from ._problem import Problem, _frequencies, _targets, default_dtype
 
 
 def zipf(N: int, a: float = 1.0, *, dtype=None) -> Float[Array, " N"]:
-    """Zipf frequencies p(x) ∝ x^(−a) for x = 1..N, shape (N,) (the paper's law).
+    """Zipf frequencies p(x) ∝ x^(−a) for x = 1..N (the paper's law).
+
+    **Returns:** p, shape (N,), summing to 1.
 
     >>> [round(p, 4) for p in zipf(3, 1.0).tolist()]
     [0.5455, 0.2727, 0.1818]
@@ -28,6 +30,15 @@ def orthogonal(p: Float[ArrayLike, " N"], M: Optional[int] = None, targets=None,
 
     Each GD step costs O(N M): the Grams are applied as identities. The factors E, U are not
     stored (they would be identities of size max(N, M)).
+
+    **Arguments:** `p` frequencies (N,); `M` classes (default N); `targets` f*(x) (N,) or
+    q(y|x) (N, M) (default x mod M); `dtype` (float64 by default).
+
+    **Returns:** a [`Problem`][] with identity structures and S0 = 0.
+
+    >>> problem = orthogonal([0.5, 0.3, 0.2], M=2)
+    >>> problem.N, problem.M, problem.targets.tolist(), problem.structure_E
+    (3, 2, [0, 1, 0], 'identity')
     """
     dtype = default_dtype() if dtype is None else dtype
     if np.ndim(p) != 1:
@@ -51,6 +62,14 @@ def two_particles(corr: float | Array, p1: float | Array, *, dtype=None) -> Prob
 
     e_1 = (1, 0), e_2 = (corr, sqrt(1 - corr^2)), U = I, f*(x) = x, p = (p1, 1 - p1), W0 = 0.
     Works under `jit` and `vmap` over `corr` and `p1` (traced values are not range-checked).
+
+    **Arguments:** `corr` = ⟨e_1, e_2⟩ in [−1, 1]; `p1` in [0, 1]; `dtype`.
+
+    **Returns:** a [`Problem`][] with N = M = d = 2.
+
+    >>> problem = two_particles(corr=0.5, p1=0.75)
+    >>> problem.G_E.tolist(), problem.p.tolist()
+    ([[1.0, 0.5], [0.5, 1.0]], [0.75, 0.25])
     """
     dtype = default_dtype() if dtype is None else dtype
     v.check_in_range("corr", corr, -1.0, 1.0)
@@ -62,7 +81,8 @@ def two_particles(corr: float | Array, p1: float | Array, *, dtype=None) -> Prob
     return Problem(
         p=jnp.stack([p1, 1 - p1]),
         Y=jnp.eye(2, dtype=dtype),
-        G_E=E @ E.T,
+        # Exactly (1, corr; corr, 1): E Eᵀ rounds corr² + (1 − corr²) to 1 − 1e-16.
+        G_E=jnp.stack([jnp.stack([jnp.ones_like(corr), corr]), jnp.stack([corr, jnp.ones_like(corr)])]),
         G_U=U,
         S0=jnp.zeros((2, 2), dtype),
         E=E,
@@ -88,7 +108,13 @@ def equicorrelated(
     The inputs are the rows of the symmetric square root of G_E = (1 - corr) I + corr 11^T,
     zero-padded to R^d (d defaults to max(n, m)); they exist for corr in [-1/(n-1), 1].
     `p` defaults to Zipf(1), `m` to n, `targets` to x mod m. U is the identity of size d cut
-    to m rows.
+    to m rows. Works under `jit` and `vmap` over `corr` (e.g. a sweep axis).
+
+    **Returns:** a [`Problem`][] with embeddings E (n, d), U (m, d) and S0 = 0.
+
+    >>> problem = equicorrelated(3, 0.25, d=5)
+    >>> problem.E.shape, [round(g, 6) for g in problem.G_E[0].tolist()]
+    ((3, 5), [1.0, 0.25, 0.25])
     """
     n = v.check_count("n", n, 1)
     m = n if m is None else v.check_count("m", m, 1)
@@ -150,6 +176,12 @@ def random_sphere(
     - `N`, `M`, `d`: inputs, outputs, embedding dimension.
     - `p`: frequencies (N,); Zipf(1) when omitted.
     - `targets`: f*(x) (N,) or q(y|x) (N, M); x mod M when omitted.
+
+    **Returns:** a [`Problem`][] with unit-norm rows E (N, d) and U (M, d).
+
+    >>> problem = random_sphere(0, 20, 4, 5)  # d < N: the memory is too small
+    >>> problem.E.shape, round(float(abs(problem.G_E.diagonal() - 1).max()), 12)
+    ((20, 5), 0.0)
     """
     N = v.check_count("N", N, 1)
     M = v.check_count("M", M, 1)
@@ -172,6 +204,8 @@ def frequencies(n: int, *, p1=None, log_odds=None, zipf=None, dtype=None) -> Flo
     - `log_odds`: p ∝ (e^log_odds, 1, …, 1), so log(p_0 / p_1) = log_odds;
     - `zipf`: p(x) ∝ (x + 1)^(−zipf);
     - none of them: Zipf(1).
+
+    **Returns:** p, shape (n,), summing to 1.
 
     >>> frequencies(2, log_odds=0.0).tolist()
     [0.5, 0.5]

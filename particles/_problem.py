@@ -26,6 +26,7 @@ class PrecisionWarning(UserWarning):
 
 
 def default_dtype():
+    """float64 when JAX's x64 mode is on (importing particles turns it on), else float32."""
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
@@ -56,6 +57,12 @@ class Problem(eqx.Module):
     Build one with [`Problem.from_embeddings`][], [`Problem.from_grams`][] or the named
     geometries ([`orthogonal`][], [`two_particles`][], [`equicorrelated`][],
     [`random_sphere`][]).
+
+    >>> import numpy as np, particles as pt
+    >>> E = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])  # three inputs in the plane
+    >>> problem = pt.Problem.from_embeddings(E, np.eye(2), [0.5, 0.3, 0.2], [0, 1, 0])
+    >>> problem.N, problem.M, problem.d, [round(g, 6) for g in problem.G_E[1].tolist()]
+    (3, 2, 2, [0.6, 1.0, 0.8])
     """
 
     p: Float[Array, " N"]

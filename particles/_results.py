@@ -29,7 +29,10 @@ _TYPES: dict[str, type] = {}
 
 
 def register(kind: str):
-    """Class decorator: results of this class are saved with `"kind": kind`."""
+    """Class decorator: results of this class are saved with `"kind": kind` and loaded as it.
+
+    **Returns:** the decorator.
+    """
 
     def deco(cls):
         _TYPES[kind] = cls
@@ -58,6 +61,16 @@ def save(path: str | os.PathLike, result, *, problem=None, extra: Optional[dict]
       registered result.
     - `problem`: the [`Problem`][] it ran on, stored too (read it with [`load_problem`][]).
     - `extra`: anything JSON-able (configuration, seed, notes).
+
+    **Returns:** None.
+
+    >>> import os, tempfile, particles as pt
+    >>> problem = pt.orthogonal([0.5, 0.5])
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.npz")
+    >>> pt.save(path, pt.gd(problem, 1.0, 10), problem=problem, extra={"note": "first try"})
+    >>> traj = pt.load(path)
+    >>> type(traj).__name__, traj.loss.shape, pt.load_problem(path).N
+    ('Trajectory', (11,), 2)
     """
     kind = getattr(type(result), "_kind", None)
     if kind is None:
@@ -107,7 +120,12 @@ def _read(path) -> tuple[dict, dict]:
 
 
 def load_saved(path: str | os.PathLike, kind: Optional[str] = None) -> Saved:
-    """The result in `path` with everything saved beside it (see [`Saved`][])."""
+    """The result in `path` with everything saved beside it.
+
+    **Arguments:** `path`; `kind` the expected result kind (e.g. "trajectory"), or None.
+
+    **Returns:** a [`Saved`][]: `result`, `metadata`, `extra`, `versions`, `problem`.
+    """
     arrays, meta = _read(path)
     got = meta.get("kind")
     if got not in _TYPES:
@@ -127,12 +145,17 @@ def load(path: str | os.PathLike):
     """Read any particles result file; returns the right type (e.g. a [`Trajectory`][]).
 
     Raises `ValueError` for a corrupt, foreign or incompatible file, naming the cause.
+
+    **Returns:** the result (see [`save`][] for an example).
     """
     return load_saved(path).result
 
 
 def load_problem(path: str | os.PathLike):
-    """The [`Problem`][] saved beside a result (`save(..., problem=...)`), or None."""
+    """The [`Problem`][] saved beside a result (`save(..., problem=...)`).
+
+    **Returns:** a [`Problem`][], or None when none was saved.
+    """
     arrays, meta = _read(path)
     return _problem(arrays, meta)
 

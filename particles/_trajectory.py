@@ -24,7 +24,10 @@ _SHOWN = ("lr", "batch_size", "optimizer", "rtol", "solver", "structure", "dtype
 
 
 def meta_json(metadata: dict) -> str:
-    """Metadata as the canonical JSON text a result stores (hashable: a static field)."""
+    """Metadata as the canonical JSON text a result stores (hashable: a static field).
+
+    **Returns:** a JSON string with sorted keys.
+    """
     return json.dumps(jsonable(metadata), sort_keys=True)
 
 
