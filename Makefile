@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test bench reproduce clean
+.PHONY: demo test bench reproduce explore docs docs-serve docs-figures mutation wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	touch $(DOCS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python scripts/simulate.py --n 2 --corr 0.3
 
+# The explorer's browser test needs Chromium (Debian's package); without it that test skips.
 test: $(STAMP)
+	bash .ci/install-browser || echo "make test: no Chromium, the explorer's browser test will skip"
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -24,5 +31,8 @@ bench: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/python scripts/reproduce.py --all
 
+explore: $(STAMP)
+	$(BIN)/python scripts/explore.py
+
 clean:
-	rm -rf $(VENV) runs figures sweeps
+	rm -rf $(VENV) runs figures sweeps site dist build

@@ -53,6 +53,7 @@ def build_parser():
     s.add_argument("--p", help="input frequencies, comma list summing to 1")
     s.add_argument("--zipf", type=float, help="Zipf exponent a: p(x) ∝ x^-a (default 1)")
     s.add_argument("--targets", help="f*(x) for each input, comma list of ints in [0, M) (default x mod M)")
+    s.add_argument("--gamma0", help="start at γ = Wᵀ(u_0 − u_1) = g1,g2 (two classes in a plane; default 0)")
     r = p.add_argument_group("runs")
     r.add_argument("--lr", help="step size(s), comma list (default: from the stability limit)")
     r.add_argument("--steps", type=int, default=1000, help="steps per run (default %(default)s)")
@@ -114,6 +115,11 @@ def validate(args) -> None:
         lo = -1.0 / (args.n - 1) if args.n > 1 else -1.0
         ck(lo <= (args.corr or 0.0) <= 1.0, "--corr", args.corr,
            f"a correlation in [{lo:g}, 1] (equicorrelated unit vectors, n={args.n})")
+    args.gamma0_values = None if args.gamma0 is None else c.parse_floats("--gamma0", args.gamma0)
+    if args.gamma0_values is not None:
+        planar = args.m == 2 and (args.d == 2 or (args.d is None and args.n == 2))
+        ck(planar and len(args.gamma0_values) == 2, "--gamma0", args.gamma0,
+           "two numbers g1,g2, for two classes whose embeddings live in a plane (--m 2 and --d 2, or --n 2)")
     if args.animate is not None:
         ck(os.path.splitext(args.animate)[1].lower() in (".gif", ".mp4"), "--animate", args.animate,
            "a file name ending in .gif or .mp4")
@@ -142,10 +148,23 @@ def build_problem(args):
     if args.sphere:
         problem = particles.random_sphere(args.seed, n, m, args.d, p=p, targets=targets)
         geometry = f"random unit-sphere embeddings, d={args.d}, key={args.seed}"
+    elif n == m == 2 and args.d in (None, 2) and targets.tolist() == [0, 1]:
+        # The paper's basis, so that the γ-plane is the paper's (the equicorrelated pair is the
+        # same system rotated: same Grams, same scores).
+        corr = args.corr or 0.0
+        problem = particles.two_particles(corr, float(p[0]))
+        geometry = f"the paper's two particles: e1 = (1, 0), e2 = (corr, √(1 − corr²)), corr={corr:g}"
     else:
         corr, d = args.corr or 0.0, args.d or max(n, m)
         problem = particles.equicorrelated(n, corr, p, m, d=d, targets=targets)
         geometry = f"equicorrelated inputs (corr={corr:g}), orthonormal outputs, d={d}"
+    if args.gamma0_values is not None:
+        # γ = Wᵀ(u_0 − u_1): W0 = (u_0 − u_1) γ0ᵀ / |u_0 − u_1|² starts there.
+        E, U = np.asarray(problem.E), np.asarray(problem.U)
+        du = U[0] - U[1]
+        W0 = np.outer(du, args.gamma0_values) / (du @ du)
+        problem = particles.Problem.from_embeddings(E, U, problem.p, problem.targets, W0=W0)
+        geometry += f"; γ0 = ({args.gamma0_values[0]:g}, {args.gamma0_values[1]:g})"
     if args.dtype == "float32":
         import warnings
 

@@ -1,0 +1,191 @@
+"""What both views share: coalesced updates, messages instead of tracebacks, the command
+box ("copy command", "save") and a few widgets.
+
+A slider drag sends many values; each `on_change` only marks the view dirty, and one update
+per server tick reads the widgets' latest values. Every update validates its inputs first
+(`_inputs`): a bad value becomes a message in the view's status line, and an unexpected
+error is reported there too (with the traceback on the server's console only under
+`--debug`), so no page input can make the server print a traceback by default.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import time
+import traceback
+from typing import Optional
+
+from bokeh.layouts import column, row
+from bokeh.models import Button, CustomJS, CustomJSTickFormatter, Div, Slider
+
+from ._inputs import InputError, command_line
+
+log = logging.getLogger("particles.explore")
+
+OK_STYLES = {"color": "#333", "min-height": "1.4em"}
+BAD_STYLES = {"color": "#b00020", "font-weight": "bold", "min-height": "1.4em"}
+BAD_STYLE = "color:#b00020;font-weight:bold"
+
+
+def log_slider(name: str, title: str, lo: float, hi: float, value: float, *, integer: bool = False,
+               width: int = 280) -> Slider:
+    """A slider over log10 of the value; the page shows the value itself (4 digits / an int)."""
+    import math
+
+    fmt = "return String(Math.round(10 ** tick));" if integer else "return (10 ** tick).toPrecision(3);"
+    return Slider(start=math.log10(lo), end=math.log10(hi), value=math.log10(value), step=0.01, title=title,
+                  name=name, format=CustomJSTickFormatter(code=fmt), width=width, css_classes=[css(name)])
+
+
+def css(name: str) -> str:
+    """The CSS class of the widget named `name` (how tests and scripts find it in the page)."""
+    return "pe-" + name.replace("_", "-")
+
+
+def from_log(x: float, integer: bool = False):
+    """The value of a log slider position (a finite number, or the input as it came)."""
+    try:
+        v = 10.0 ** float(x)
+    except (TypeError, ValueError, OverflowError):
+        return x  # the validation names it
+    return int(round(v)) if integer else v
+
+
+class View:
+    """Base of a view: `read()` validates the widgets into settings, `compute(settings)` runs,
+    `draw(settings, result)` pushes to the page; `key(settings)` names the compiled bucket."""
+
+    prefix = "view"
+
+    def __init__(self, ctx, doc):
+        self.ctx, self.doc = ctx, doc
+        self._scheduled = False
+        self._waiting = False
+        self.status = Div(text="", name=f"{self.prefix}_status", width=900, styles=OK_STYLES)
+        self.command = Div(text="", name=f"{self.prefix}_command", width=900)
+        self.copy = Button(label="copy command", name=f"{self.prefix}_copy", width=130, css_classes=[css(f"{self.prefix}_copy")])
+        self.save = Button(label="save", name=f"{self.prefix}_save", width=90, button_type="primary",
+                           css_classes=[css(f"{self.prefix}_save")])
+        self.saved = Div(text="", name=f"{self.prefix}_saved", width=640)
+        self.copy.js_on_click(CustomJS(args=dict(div=self.command), code="""
+            const text = div.tags.length ? div.tags[0] : "";
+            if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text); }
+            else { const t = document.createElement("textarea"); t.value = text; document.body.appendChild(t);
+                   t.select(); document.execCommand("copy"); t.remove(); }"""))
+        self.save.on_click(self._on_save)
+        self.last_args: Optional[list] = None
+        self.last_settings = None
+        self.timings: list = []  # seconds per update (compute + push), for the benchmark
+
+    # ------------------------------------------------------------ plumbing
+    def command_box(self):
+        return column(self.command, row(self.copy, self.save, self.saved))
+
+    def request(self, attr, old, new):
+        """Mark the view dirty; one update runs at the next tick with the latest values."""
+        if not self._scheduled:
+            self._scheduled = True
+            self.doc.add_next_tick_callback(self._tick)
+
+    def _tick(self):
+        self._scheduled = False
+        self.update()
+
+    def message(self, text: str, bad: bool = False) -> None:
+        self.status.text = html.escape(text)
+        self.status.styles = BAD_STYLES if bad else OK_STYLES
+
+    def update(self) -> bool:
+        """Validate, compute and draw; **returns** whether the page now shows the settings."""
+        t0 = time.perf_counter()
+        try:
+            settings = self.read()
+        except InputError as e:
+            self.message(str(e), bad=True)
+            return False
+        key = self.key(settings)
+        warm = self.ctx.warm
+        if not warm.ready(key):
+            if warm.error(key):
+                self.message(f"cannot compile {warm.label(key)}: {warm.error(key)}", bad=True)
+                return False
+            warm.want(key)
+            done, total = warm.progress()
+            self.message(f"compiling {warm.label(key)} (once per session; {done}/{total} kernels ready)…")
+            if not self._waiting:
+                self._waiting = True
+                self.doc.add_timeout_callback(self._retry, 300)
+            return False
+        try:
+            result = self.compute(settings)
+            self.draw(settings, result)
+        except InputError as e:
+            self.message(str(e), bad=True)
+            return False
+        except Exception as e:  # shown in the page; the traceback only with --debug
+            if self.ctx.debug:
+                traceback.print_exc()
+            self.message(f"error: {type(e).__name__}: {e}", bad=True)
+            return False
+        self.last_settings = settings
+        self.last_args = self.args(settings)
+        cmd = command_line(self.last_args)
+        self.command.tags = [cmd]
+        self.command.text = f"<code style='font-size:12px'>{html.escape(cmd)}</code>"
+        self.timings.append(time.perf_counter() - t0)
+        return True
+
+    def _retry(self):
+        self._waiting = False
+        self.update()
+
+    # ---------------------------------------------------------------- save
+    def _on_save(self, event=None):
+        if self.last_args is None:
+            self.saved.text = "nothing to save yet"
+            return
+        reason = self.save_refusal(self.last_settings)
+        if reason:
+            self.saved.text = f"<span style='{BAD_STYLE}'>{html.escape(reason)}</span>"
+            return
+        out = os.path.join(self.ctx.out_dir, f"explore-{time.strftime('%Y%m%d-%H%M%S')}-{self.prefix}")
+        args = list(self.last_args) + ["--out", out]
+        self.saved.text = "saving (runs simulate.py)…"
+        self.save.disabled = True
+        future = self.ctx.executor.submit(self.ctx.run_simulate, args)
+        future.add_done_callback(lambda f: self.doc.add_next_tick_callback(lambda: self._saved(f, args)))
+
+    def _saved(self, future, args):
+        self.save.disabled = False
+        err = future.exception()
+        if err is None and future.result() == 0:
+            out = args[args.index("--out") + 1]
+            files = ", ".join(f for f in ("summary.json", "trajectory.npz", "figure.png")
+                              if os.path.exists(os.path.join(out, f)))
+            self.saved.text = f"wrote {html.escape(out)}/ ({files})"
+            self.saved.tags = [out]
+        else:
+            why = str(err) if err is not None else f"simulate.py exited with code {future.result()}"
+            self.saved.text = f"<span style='{BAD_STYLE}'>save failed: {html.escape(why)}</span>"
+
+    def save_refusal(self, settings) -> Optional[str]:
+        """Why the current settings cannot be saved through simulate.py (None when they can)."""
+        return None
+
+    # ------------------------------------------------------ for subclasses
+    def read(self):
+        raise NotImplementedError
+
+    def key(self, settings):
+        raise NotImplementedError
+
+    def compute(self, settings):
+        raise NotImplementedError
+
+    def draw(self, settings, result) -> None:
+        raise NotImplementedError
+
+    def args(self, settings) -> list:
+        raise NotImplementedError
