@@ -10,13 +10,7 @@
 """
 
 from ._animate import animate as animate
-from ._compare import (
-    Comparison as Comparison,
-    Row as Row,
-    compare as compare,
-    describe_regime as describe_regime,
-    regimes as regimes,
-)
+from ._compare import compare as compare, describe_regime as describe_regime, regimes as regimes
 from ._detectors import (
     Cycle as Cycle,
     NonFiniteWarning as NonFiniteWarning,
@@ -43,6 +37,7 @@ from ._plots import (
     representative_tokens as representative_tokens,
 )
 from ._phase import phase_diagrams as phase_diagrams
+from ._table import Comparison as Comparison, Row as Row
 from ._figure import (
     FLOW_TIME as FLOW_TIME,
     figure_for_run as figure_for_run,

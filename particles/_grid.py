@@ -20,6 +20,7 @@ from . import _validate as v
 from ._driver import int_dtype
 from ._problem import default_dtype
 from ._status import Status
+from .theory._two_particles import two_particles_coefficients, two_particles_margin_map
 
 KERNEL_METRICS = ("first_full_accuracy", "full_accuracy_from", "final_loss", "final_min_margin", "status",
                   "first_bad_step")
@@ -32,12 +33,6 @@ def _full(m1, m2, p1, p2):
     return ((m1 >= 0) | (p1 == 0)) & ((m2 > 0) | (p2 == 0))
 
 
-def _margin_map(m1, m2, a11, a12, a22, a21):  # TODO(lead): one map, with theory
-    f1 = 1 / (1 + jnp.exp(m1))
-    f2 = 1 / (1 + jnp.exp(m2))
-    return m1 + (a11 * f1 - a12 * f2), m2 + (a22 * f2 - a21 * f1)
-
-
 @eqx.filter_jit
 def _kernel(corr, p1, lr, steps: int):
     # Runs are flattened to one axis (a 3-D batch ran 4x slower on CPU) and the four
@@ -45,7 +40,7 @@ def _kernel(corr, p1, lr, steps: int):
     shape = corr.shape
     corr, p1, lr = corr.ravel(), p1.ravel(), lr.ravel()
     p2 = 1 - p1
-    coef = (2 * lr * p1, 2 * lr * corr * p2, 2 * lr * p2, 2 * lr * corr * p1)
+    coef = two_particles_coefficients(lr, corr, p1)
     zero = jnp.zeros_like(corr)
     full0 = _full(zero, zero, p1, p2)
     never = jnp.full(corr.shape, -1, int_dtype())
@@ -53,7 +48,7 @@ def _kernel(corr, p1, lr, steps: int):
 
     def step(carry, k):
         m1, m2, first, since = carry
-        m1, m2 = _margin_map(m1, m2, *coef)
+        m1, m2 = two_particles_margin_map(m1, m2, *coef)
         full = _full(m1, m2, p1, p2)
         first = jnp.where((first < 0) & full, k, first)
         since = jnp.where(full, jnp.where(since < 0, k, since), -1)

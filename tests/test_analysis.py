@@ -402,7 +402,7 @@ def test_compare_separable_random_sphere():
     assert r.predicted == pytest.approx(qp.fun, rel=1e-8)  # SLSQP stops at ftol 1e-14: 1e-8 is loose
     loss = float(np.asarray(tr.loss)[-1])
     assert r.simulated == pytest.approx(loss * steps, rel=1e-12)
-    assert "slow" in r.holds and abs(loss * steps / qp.fun - 1) < 0.02  # 1/log t corrections: 0.2%
+    assert "decays like" in r.holds and abs(loss * steps / qp.fun - 1) < 0.02  # max_margin states the rate: 0.2% here
 
 
 def test_compare_underparameterized():

@@ -31,6 +31,30 @@ def test_lambertw_huge_arguments_solve_defining_equation():
     assert np.isinf(T.lambertw_exp(np.inf)) and T.lambertw_exp(-np.inf) == 0.0
 
 
+def test_log_lambertw_for_tiny_and_underflowing_arguments():
+    # Normal range: against scipy, log W0(e^L) with e^L in float64's normal range.
+    L = np.linspace(-708.0, -1.0, 2001)
+    ref = np.log(scipy.special.lambertw(np.exp(L)).real)
+    got = np.asarray(T.log_lambertw_exp(L))
+    # 4 ulps of |L| (ref itself carries the rounding of exp and log).
+    assert np.max(np.abs(got - ref) / np.abs(ref)) <= 4 * np.finfo(float).eps
+    # Subnormal and underflowing z = e^L (L < -708, down to -1e300): W0(z) = z - z^2 + ...,
+    # so log W0(e^L) = L - W0(e^L) and W0(e^L) < 1e-307 is far below the ulp of L
+    # (>= 1e-13): the float64 answer is L exactly. (It was NaN for L <= -708.5.)
+    L = -np.concatenate([np.linspace(708.5, 800.0, 200), np.geomspace(800.0, 1e300, 200)])
+    got = np.asarray(T.log_lambertw_exp(L))
+    assert np.all(got == L)
+    assert np.all(np.asarray(T.lambertw_exp(L)) >= 0) and np.all(np.isfinite(np.asarray(T.lambertw_exp(L))))
+    assert T.log_lambertw_exp(-np.inf) == -np.inf
+    # dv/dL = 1 / (1 + W) -> 1.
+    assert jax.grad(T.log_lambertw_exp)(-900.0) == 1.0
+    # The flow margin from a very negative start: m(0) = m0, and dm/dt = M p / (e^m + M - 1)
+    # = M p / (M - 1) while e^m is negligible, so m(t) = m0 + t M p / (M - 1) for small t.
+    assert float(T.orthogonal_flow_margin(0.0, 0.5, 2, m0=-720.0)) == -720.0
+    m = float(T.orthogonal_flow_margin(1e-3, 0.5, 2, m0=-720.0))
+    assert abs(m - (-720.0 + 1e-3)) <= 1e-12  # e^-720 and rounding of 720 (1e-13)
+
+
 def test_lambertw_gradient_jit_vmap():
     z = 3.0
     w = scipy.special.lambertw(z).real
@@ -131,3 +155,65 @@ def test_loss_formula_is_stable_and_matches_particles_loss():
     S = jnp.stack([2 * mm / 3, -mm / 3, -mm / 3], axis=1)
     ref = particles.loss(S, jnp.array([0.4, 0.6]), jnp.eye(3)[jnp.array([0, 0])])
     assert abs(T.orthogonal_loss(mm, jnp.array([0.4, 0.6]), 3) - ref) <= 1e-14
+
+
+def _numpy_gd(lr, p, M, steps, save):
+    """Orthogonal GD margins written out here: m <- m + lr M p / (e^m + M - 1)."""
+    m, out = np.zeros_like(p), {}
+    for k in range(1, steps + 1):
+        q = np.exp(-m)
+        m = m + lr * M * p * q / (1 + (M - 1) * q)
+        if k in save:
+            out[k] = m.copy()
+    return out
+
+
+def test_asymptote_fails_at_large_lr_and_validity_says_so():
+    # The issue's case: p = [.5, .3, .15, .05], M = 3, lr = 100, 20,000 steps.
+    p, M, lr, t = np.array([0.5, 0.3, 0.15, 0.05]), 3, 100.0, 20_000
+    m = _numpy_gd(lr, p, M, t, {t})[t]
+    # The first step puts m = lr p; e^m >> lr M p t keeps the big ones there.
+    assert np.allclose(m, [50.0, 30.0, 15.243, 12.612], atol=1e-3), m
+    asym = np.asarray(T.orthogonal_margin_asymptote(lr * t, p, M))
+    assert np.allclose(asym, [14.914, 14.403, 13.710, 12.612], atol=1e-3)
+    # Predicted error vs the measured one: 35.086, 15.597, 1.533, 4e-4 against
+    # 35.086, 15.597, 1.533, 6e-4 (a lower bound on GD, tight once e^{lr p} dominates).
+    pred = np.asarray(T.orthogonal_asymptote_error(t, p, M, lr=lr))
+    assert np.all(pred <= (m - asym) + 1e-9) and np.max(np.abs(pred - (m - asym))) <= 1e-3
+    ok = np.asarray(T.orthogonal_asymptote_valid(t, p, M, lr=lr, rtol=0.01))
+    assert ok.tolist() == [False, False, False, True]
+    assert (np.abs(np.expm1(m - asym)) <= 0.01).tolist() == ok.tolist()
+
+
+def test_asymptote_error_prediction_on_a_grid():
+    # The prediction m^ (flow restarted after the exact first step) is a lower bound on the
+    # GD margin, within 0.15 nats at t = 10 and 4e-3 at t = 1000 over lr in [0.1, 100],
+    # M in {2, 3, 10}, p in [0.01, 0.5] (measured maxima 0.147, 0.025, 3.7e-3, 4.8e-4 at
+    # t = 10, 1e2, 1e3, 1e4: the GD excess over the convexity bound, ~log(t)/(2t) relative).
+    # One broadcast run over M (axis 0), lr (axis 1) and p (axis 2).
+    M = np.array([2.0, 3.0, 10.0])[:, None, None]
+    lr = np.array([0.1, 1.0, 10.0, 100.0])[None, :, None]
+    p = np.array([0.5, 0.3, 0.15, 0.05, 0.01])[None, None, :]
+    bounds = {10: 0.16, 100: 0.03, 1000: 4e-3, 10_000: 6e-4}
+    out = _numpy_gd(lr, p * np.ones_like(M * lr), M, 10_000, set(bounds))
+    for t, tol in bounds.items():
+        actual = out[t] - np.log(lr * M * p * t)
+        pred = np.asarray(T.orthogonal_asymptote_error(t, p, M, lr=lr))
+        assert np.all(actual - pred >= -1e-9), t
+        assert np.max(actual - pred) <= tol, (t, np.max(actual - pred))
+    # Flow: the exact margin, so the "error" is the exact m(t) - log(M p t), O(log(t)/t).
+    t = np.array([1e3, 1e6, 1e9])
+    e = np.asarray(T.orthogonal_asymptote_error(t, 0.3, 4))
+    mflow = np.asarray(T.orthogonal_flow_margin(t, 0.3, 4))
+    assert np.allclose(e, mflow - np.log(4 * 0.3 * t), atol=1e-12)
+    # e^m + 3 m = 1.2 t + 1 gives m - log(1.2 t) ~ (1 - 3 log(1.2 t)) / (1.2 t).
+    assert np.allclose(e[1:], (1 - 3 * np.log(1.2 * t[1:])) / (1.2 * t[1:]), rtol=1e-3)
+
+
+def test_asymptote_validity_arguments():
+    assert not bool(T.orthogonal_asymptote_valid(0.0, 0.3, 3, lr=1.0))
+    assert not bool(T.orthogonal_asymptote_valid(10.0, 0.0, 3, lr=1.0))
+    with pytest.raises(ValueError, match="rtol"):
+        T.orthogonal_asymptote_valid(10.0, 0.3, 3, rtol=-1.0)
+    with pytest.raises(ValueError, match="lr"):
+        T.orthogonal_asymptote_error(10.0, 0.3, 3, lr=0.0)

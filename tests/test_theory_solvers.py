@@ -90,38 +90,36 @@ def test_ce_minimizer_reports_separable():
         T.ce_minimizer(particles.two_particles(0.5, 0.75))
 
 
-# ---------------------------------------------------------------- best 0-1 loss
-@pytest.mark.parametrize("N,seed", [(3, 0), (8, 2), (30, 1)])
-def test_best_zero_one_vs_brute_force(N, seed):
-    prob = _circle_problem(N, seed)
-    best = T.best_zero_one(prob)
-    assert best.exact
-    # Brute force: 2e5 directions of gamma = W^T (u_0 - u_1), scores by particles.weight_scores.
-    th = np.linspace(0, 2 * np.pi, 200_000, endpoint=False)
-    Ws = 0.5 * np.array([1.0, -1.0])[None, :, None] * np.stack([np.cos(th), np.sin(th)], 1)[:, None, :]
-    S = jax.vmap(lambda W: particles.weight_scores(prob, W))(jnp.asarray(Ws))
-    brute = float(jnp.min(particles.zero_one(S, prob.p, prob.Y)))
-    assert float(best.zero_one) <= brute + 1e-15
-    if N <= 8:  # few, wide arcs: the grid hits each one
-        assert abs(float(best.zero_one) - brute) <= 1e-15
-    assert abs(float(particles.zero_one(particles.weight_scores(prob, best.W), prob.p, prob.Y)) - float(best.zero_one)) <= 1e-15
+def _soft_problem(angles):
+    # 5 unit inputs in d = 2 at the given angles, M = 3 with u_2 = -u_0, and soft targets on
+    # classes 0 and 1 only (class 2 is never a target).
+    E = np.stack([np.cos(angles), np.sin(angles)], 1)
+    U = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    q = np.array([[0.7, 0.3, 0.0], [0.2, 0.8, 0.0], [0.5, 0.5, 0.0], [0.9, 0.1, 0.0], [0.4, 0.6, 0.0]])
+    return particles.Problem.from_embeddings(E, U, particles.zipf(5, 1.0), q)
 
 
-def test_gap_and_top_frequency_scheme():
-    prob = _circle_problem(30, 1)
-    gap = float(T.zero_one_gap(prob))
-    # Cross-entropy misallocates capacity here (paper-notes §3.4): a strictly positive gap.
-    assert gap > 0.05, gap  # 0.0626 for this draw
-    # W* = sum_{x <= r} u_{f*(x)} e_x^T, built in W-space from the embeddings.
-    E, U = np.asarray(prob.E), np.asarray(prob.U)
-    order = np.argsort(-np.asarray(prob.p), kind="stable")
-    for r in (0, 1, 4):
-        Wstar = sum((np.outer(U[int(prob.targets[x])], E[x]) for x in order[:r]), np.zeros((2, 2)))
-        ref = particles.weight_scores(prob, jnp.asarray(Wstar))
-        assert float(jnp.max(jnp.abs(T.top_frequency_scores(prob, r) - ref))) <= 1e-14
-    # Larger d / M: a search, no worse than any top-frequency scheme or W_CE.
-    big = particles.random_sphere(jax.random.PRNGKey(0), 5, 5, 2)
-    res = T.best_zero_one(big, samples=256)
-    assert not res.exact
-    tops = [float(particles.zero_one(T.top_frequency_scores(big, r), big.p, big.Y)) for r in range(6)]
-    assert float(res.zero_one) <= min(tops + [float(T.ce_minimizer(big).zero_one)]) + 1e-15
+def test_ce_minimizer_soft_targets_without_a_finite_minimizer():
+    # Inputs in the half-plane cos(angle) > 0: W = (u_0 + u_1) e_1^T keeps S[x, 0] = S[x, 1]
+    # (the support) and lowers S[x, 2] = -S[x, 0] = -cos(angle_x) < 0 for every x, so the
+    # loss decreases forever along it (the old check, one-hot only, returned exact=True).
+    prob = _soft_problem(np.linspace(-1.0, 1.0, 5))
+    with pytest.raises(ValueError, match="no finite minimizer"):
+        T.ce_minimizer(prob)
+    # Independent evidence: GD's loss keeps falling and class 2's probability goes to 0.
+    traj = particles.gd(prob, 1.0, 20_000, save_steps=np.array([0, 1000, 20_000]))
+    L = np.asarray(traj.loss)
+    P2 = np.asarray(jax.nn.softmax(traj.final_scores, axis=-1))[:, 2]
+    assert L[2] < L[1] - 1e-4 and P2.max() < 1e-3, (L, P2)
+
+
+def test_ce_minimizer_soft_targets_with_a_finite_minimizer():
+    # Same outputs, inputs around the whole circle: no w has w . e_x >= 0 for every x, so
+    # class 2 cannot be pushed below the support everywhere and W_CE is finite.
+    prob = _soft_problem(np.linspace(0.3, 5.9, 5))
+    ce = T.ce_minimizer(prob)
+    assert ce.exact and ce.status == "converged"
+    # Gradient by autodiff of the W-space loss (independent of the span coordinates).
+    g = jax.grad(particles.weight_loss)(ce.W, prob)
+    assert float(jnp.linalg.norm(g)) <= 1e-10
+    assert float(jnp.max(jnp.abs(ce.scores))) < 50

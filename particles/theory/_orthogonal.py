@@ -12,6 +12,8 @@ Everything here broadcasts over its arguments and is jit-, vmap- and grad-able.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,13 +124,100 @@ def orthogonal_gd_margin_bound(
 def orthogonal_margin_asymptote(
     t: Float[ArrayLike, "*B"], p: Float[ArrayLike, "*B"], M: int | Float[ArrayLike, "*B"]
 ) -> Float[Array, "*B"]:
-    """log(M p t): the flow margin for large t (for GD, pass t = lr * steps).
+    """log(M p t): the flow margin for large t (for GD with step lr, pass t = lr * steps).
 
-    From m = log(M - 1) + log w with w + log w = (M p t + 1)/(M - 1) - log(M - 1):
-    m = log(M p t) - O(log t / t).
+    Flow: from m = log(M - 1) + log w with w + log w = (M p t + 1)/(M - 1) - log(M - 1),
+    m = log(M p t) - ((M - 1) log(M p t) - 1) / (M p t) + ..., an O(log t / t) error.
+
+    GD: valid only once lr M p t >> e^{lr p}, not merely "for large t". The first step
+    from W = 0 puts the margin at exactly lr p, and while e^m >> M, each step adds only
+    about lr M p e^{-m}: e^m + (M - 1) m grows by ~lr M p per step from its value after
+    step 1 (at least that much, by convexity). So m_t ~ log(e^{lr p} + lr M p t): with
+    lr = 100, p = 0.5, M = 3 the margin is still 50.0 after 20,000 steps, against
+    log(lr M p t) = 14.9. [`orthogonal_asymptote_error`][] predicts the error and
+    [`orthogonal_asymptote_valid`][] says where it is below a tolerance.
     """
     t, p, M = _float(t, p, M)
     return jnp.log(M * p * t)
+
+
+def orthogonal_asymptote_error(
+    t: Float[ArrayLike, "*B"],
+    p: Float[ArrayLike, "*B"],
+    M: int | Float[ArrayLike, "*B"],
+    lr: Optional[Float[ArrayLike, "*B"]] = None,
+) -> Float[Array, "*B"]:
+    """Predicted m(t) - log(lr M p t): how far the margin is from [`orthogonal_margin_asymptote`][].
+
+    - Flow (`lr=None`, t = time): the exact margin ([`orthogonal_flow_margin`][]) minus
+      log(M p t).
+    - GD (t = steps of size `lr`): the margin m^ solving
+      e^m + (M - 1) m = e^{lr p} + (M - 1) lr p + lr M p (t - 1), i.e. the flow restarted
+      after the exact first step m_1 = lr p, minus log(lr M p t). m^ is a lower bound on the
+      GD margin (convexity, as in [`orthogonal_gd_margin_bound`][]) that captures the
+      first-step overshoot, the cause of the asymptote's failure at large lr. Against GD
+      (tests/test_theory_orthogonal.py, lr in [0.1, 100], M in {2, 3, 10}, p in
+      [0.01, 0.5]) it falls short of the measured error by at most 0.15 nats at t = 10,
+      0.025 at 100, 4e-3 at 1e3 and 5e-4 at 1e4 (the later steps' own overshoot,
+      ~log(t)/(2t)); on the issue's case (lr = 100, p = [.5, .3, .15, .05], M = 3,
+      t = 20,000) it gives 35.09, 15.60, 1.533, 4e-4 against 35.09, 15.60, 1.533, 6e-4.
+
+    Since each input's loss is p (M - 1) e^{-m} at large margins, expm1(-error) is also the
+    predicted relative error of its loss term against the asymptote p (M - 1) / (lr M p t).
+
+    **Arguments** (broadcast together): `t` (> 0), `p` (> 0), `M` (>= 2), `lr` (> 0) or `None`.
+
+    **Returns:** the predicted error in nats (broadcast shape); +inf at t = 0 or p = 0,
+    NaN for M = 1 (no finite margin).
+
+    >>> from particles.theory import orthogonal_asymptote_error
+    >>> [round(float(e), 2) for e in orthogonal_asymptote_error(2e4, jnp.array([0.5, 0.05]), 3, lr=100.0)]
+    [35.09, 0.0]
+    """
+    _check_M(M)
+    if lr is None:
+        t, p, M = _float(t, p, M)
+        m = orthogonal_flow_margin(t, p, M)
+        scale = M * p * t
+    else:
+        v.check_positive("lr", lr)
+        t, p, M, lr = _float(t, p, M, lr)
+        m1 = lr * p
+        m = orthogonal_flow_margin(lr * jnp.maximum(t - 1.0, 0.0), p, M, m0=m1)
+        m = jnp.where(t >= 1.0, m, 0.0)
+        scale = lr * M * p * t
+    err = m - jnp.log(scale)
+    return jnp.where(M <= 1, jnp.nan, err)
+
+
+def orthogonal_asymptote_valid(
+    t: Float[ArrayLike, "*B"],
+    p: Float[ArrayLike, "*B"],
+    M: int | Float[ArrayLike, "*B"],
+    lr: Optional[Float[ArrayLike, "*B"]] = None,
+    rtol: float = 0.01,
+) -> Array:
+    """Where the orthogonal asymptotes hold to relative tolerance `rtol`, per input.
+
+    True where the predicted error of [`orthogonal_asymptote_error`][] gives
+    |e^{m - log(lr M p t)} - 1| <= rtol: e^m, and so the input's loss term, within rtol of
+    the asymptote (the margin itself within ~rtol nats). For GD this needs
+    lr M p t >> e^{lr p}: e.g. lr = 100, M = 3, p = 0.05 holds after 20,000 steps but
+    p = 0.5 would need ~e^50 / 150 steps. The loss asymptote N (M - 1) / (M lr t)
+    ([`orthogonal_loss_asymptote`][]) holds to about rtol where every input with p > 0 does.
+
+    **Arguments:** as [`orthogonal_asymptote_error`][], plus `rtol` > 0.
+
+    **Returns:** a bool array, the broadcast shape (False for M = 1, p = 0 or t = 0).
+
+    >>> import jax.numpy as jnp
+    >>> from particles.theory import orthogonal_asymptote_valid
+    >>> orthogonal_asymptote_valid(2e4, jnp.array([0.5, 0.3, 0.15, 0.05]), 3, lr=100.0).tolist()
+    [False, False, False, True]
+    """
+    v.check_positive("rtol", rtol)
+    err = orthogonal_asymptote_error(t, p, M, lr)
+    return jnp.abs(jnp.expm1(err)) <= rtol
 
 
 @jax.jit
@@ -157,8 +246,12 @@ def orthogonal_loss_asymptote(
 ) -> Float[Array, "*B"]:
     """N (M - 1) / (M lr t): the loss after t GD steps of size lr (flow: lr = 1, t = time).
 
-    Each input contributes p (M - 1) e^{-m} ~ p (M - 1) / (M p lr t), independently of p;
-    valid once every input with p > 0 has a large margin (N counts inputs with p > 0).
+    Each input contributes p (M - 1) e^{-m} ~ p (M - 1) / (M p lr t), independently of p
+    (N counts inputs with p > 0). Valid once every input with p > 0 follows the margin
+    asymptote: for the flow, with relative error O(log(t) / t); for GD only once
+    lr M p t >> e^{lr p} for every such input (the first step's overshoot: at lr = 100,
+    p = 0.5 the margin sits at 50 for ~e^50 / (lr M p) steps, so the loss is far below this
+    prediction). [`orthogonal_asymptote_valid`][] tells, input by input.
     """
     t, M, lr = _float(t, M, lr)
     return N * (M - 1.0) / (M * lr * t)

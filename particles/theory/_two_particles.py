@@ -4,8 +4,12 @@ e_1 = (1, 0), e_2 = (corr, sqrt(1 - corr^2)), p = (p1, 1 - p1), W0 = 0.
 Only gamma = W^T (u_1 - u_2) in R^2 matters: m1 = gamma . e_1, m2 = -gamma . e_2. With
 phi(m) = 1 / (1 + e^m) one GD step on W moves gamma by 2 lr (p1 phi(m1) e_1 - p2 phi(m2) e_2),
 hence the margin map below. Every formula here was re-derived and is checked in
-tests/test_theory_two_particles.py against `particles.gd` on `particles.two_particles`;
-all agree with the notes (no correction was needed).
+tests/test_theory_two_particles.py against `particles.gd` on `particles.two_particles` or
+an independent integration. Two corrections to the notes: "forgetting" counts ties as
+`particles.accuracy` does (argmax ties go to class 0, the target of token 1), so with
+p1 > p2 the rare token 2 is mispredicted after one step iff corr >= p2/p1, not corr > p2/p1;
+and the asymptotes are approached at rates the notes do not give, t^{-(1+corr)/(1-corr)}
+for the margins when corr < 0 (see `two_particles_margin_asymptote`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,36 @@ from jaxtyping import Array, ArrayLike, Float
 from ._orthogonal import _float
 
 
-def _phi(m):
-    return jax.nn.sigmoid(-m)
+def two_particles_coefficients(lr, corr, p1) -> tuple:
+    """The four coefficients of [`two_particles_margin_map`][]:
+    (a11, a12, a22, a21) = (2 lr p1, 2 lr corr p2, 2 lr p2, 2 lr corr p1), p2 = 1 - p1.
+
+    Hoist them out of a loop over steps; they broadcast like their arguments.
+    """
+    p2 = 1 - p1
+    return 2 * lr * p1, 2 * lr * corr * p2, 2 * lr * p2, 2 * lr * corr * p1
+
+
+def two_particles_margin_map(m1, m2, a11, a12, a22, a21) -> tuple:
+    """One GD step of the two margins: the single implementation of the map.
+
+        m1 <- m1 + a11 phi(m1) - a12 phi(m2),
+        m2 <- m2 + a22 phi(m2) - a21 phi(m1),      phi(m) = 1 / (1 + e^m),
+
+    with the coefficients of [`two_particles_coefficients`][]. Plain `jnp` arithmetic on
+    arrays that broadcast together (no jit of its own, so it inlines into a caller's scan,
+    e.g. `particles._grid`'s sweep kernel); e^m overflowing to inf gives phi = 0.
+
+    **Returns:** the new (m1, m2).
+
+    >>> from particles.theory import two_particles_coefficients, two_particles_margin_map
+    >>> a = two_particles_coefficients(1.0, 0.5, 0.75)
+    >>> [float(m) for m in two_particles_margin_map(0.0, 0.0, *a)]  # lr (p_x - corr p_other)
+    [0.625, -0.125]
+    """
+    f1 = 1 / (1 + jnp.exp(m1))
+    f2 = 1 / (1 + jnp.exp(m2))
+    return m1 + (a11 * f1 - a12 * f2), m2 + (a22 * f2 - a21 * f1)
 
 
 @jax.jit
@@ -26,15 +58,15 @@ def two_particles_step(
     m: Float[ArrayLike, "*B 2"], lr: Float[ArrayLike, "*B"], corr: Float[ArrayLike, "*B"], p1: Float[ArrayLike, "*B"]
 ) -> Float[Array, "*B 2"]:
     """One GD step of the margins (m1, m2): m1 += 2 lr (p1 phi(m1) - corr p2 phi(m2)),
-    m2 += 2 lr (p2 phi(m2) - corr p1 phi(m1)), phi(m) = 1/(1 + e^m). Flow: lr -> dt."""
+    m2 += 2 lr (p2 phi(m2) - corr p1 phi(m1)), phi(m) = 1/(1 + e^m). Flow: lr -> dt.
+
+    The stacked-array form of [`two_particles_margin_map`][] (which it calls)."""
     m, lr, corr, p1 = _float(m, lr, corr, p1)
     batch = jnp.broadcast_shapes(m.shape[:-1], lr.shape, corr.shape, p1.shape)
     m = jnp.broadcast_to(m, batch + (2,))
     lr, corr, p1 = (jnp.broadcast_to(a, batch) for a in (lr, corr, p1))
-    p2 = 1.0 - p1
-    f1 = p1 * _phi(m[..., 0])
-    f2 = p2 * _phi(m[..., 1])
-    return m + 2.0 * lr[..., None] * jnp.stack([f1 - corr * f2, f2 - corr * f1], axis=-1)
+    m1, m2 = two_particles_margin_map(m[..., 0], m[..., 1], *two_particles_coefficients(lr, corr, p1))
+    return jnp.stack([m1, m2], axis=-1)
 
 
 def two_particles_gd_margins(
@@ -64,14 +96,22 @@ def two_particles_first_step(
 
 @jax.jit
 def two_particles_forgets(corr: Float[ArrayLike, "*B"], p1: Float[ArrayLike, "*B"]) -> Array:
-    """True when the first GD step mispredicts a token: corr > p_rare / p_frequent.
+    """True when the first GD step (any lr > 0) mispredicts a token, as `particles.accuracy` counts.
 
-    The rarer token x has margin lr (p_x - corr p_other) < 0 iff corr > p_x / p_other (for any
-    lr > 0); otherwise one step gives full accuracy. Exact ties (margin 0) count as not forgotten.
+    After one step from W = 0 the margins are m1 = lr (p1 - corr p2), m2 = lr (p2 - corr p1).
+    Argmax ties go to class 0, the target of token 1: token 1 is right iff m1 >= 0, token 2
+    iff m2 > 0. So the answer is corr p2 > p1 or corr p1 >= p2; with p1 > p2 that is
+    corr >= p2 / p1 (the rare token 2 is forgotten, a tie included), with p2 > p1 it is
+    corr > p1 / p2 (a tie keeps token 1 right), and with p1 = p2 it is corr >= 1.
+    A token with p = 0 counts like any other (p1 = 1: token 2 is wrong for corr >= 0).
+
+    >>> from particles.theory import two_particles_forgets
+    >>> [bool(two_particles_forgets(c, q)) for c, q in ((1.0, 0.5), (0.5, 0.75), (0.2, 0.75))]
+    [True, True, False]
     """
     corr, p1 = _float(corr, p1)
     p2 = 1.0 - p1
-    return (corr * p2 > p1) | (corr * p1 > p2)
+    return (corr * p2 > p1) | (corr * p1 >= p2)
 
 
 @jax.jit
@@ -83,12 +123,18 @@ def two_particles_margin_asymptote(
     Ansatz e^{-m_x} = c_x / (lr t) in the margin map: p1 c1 - corr p2 c2 = 1/2 and
     p2 c2 - corr p1 c1 = 1/2 give p_x c_x = 1 / (2 (1 - corr)); m1 - m2 -> log(p1 / p2).
 
-    Rate (found while verifying; not in the notes): in log-time s = log t the deviations
-    delta_x = m_x - asymptote obey delta' = J delta with J = [[-1, corr], [corr, -1]] / (1 - corr),
-    eigenvalues -1 and -(1 + corr)/(1 - corr). For corr >= 0 the error decays like 1/t; for
-    corr < 0 the antisymmetric mode (delta_1 = -delta_2) decays only like
-    t^{-(1 + corr)/(1 - corr)}: t^{-1/3} at corr = -0.5 (error 4e-3 at t = 1e6), t^{-0.05} at
-    corr = -0.9. The loss is first-order insensitive to that mode.
+    Rate: in log-time s = log t the deviations delta_x = m_x - asymptote obey, to first
+    order, delta' = J delta with J = [[-1, corr], [corr, -1]] / (1 - corr): eigenvalues -1
+    (the symmetric mode, delta_1 = delta_2) and -(1 + corr)/(1 - corr) (the antisymmetric
+    one). So for corr < 0 and p1 != 1/2 the error decays like t^{-(1 + corr)/(1 - corr)},
+    slower than 1/t; for corr >= 0 (or p1 = 1/2, where m1 = m2 and the antisymmetric mode
+    is never excited) like log(t) / t, the next order of the expansion. Measured on an
+    independent integration of the flow at p1 = 0.75 (tests/test_theory_two_particles.py):
+    local exponents 0.054, 0.176, 0.333, 0.538 at corr = -0.9, -0.7, -0.5, -0.3 (predicted
+    0.053, 0.176, 0.333, 0.538); the error is 4.6e-3 at t = 1e6 and 2.1e-4 at t = 1e10 for
+    corr = -0.5, and its size scales with how unbalanced p is. For GD at a large lr the
+    first step's margins lr (p_x - corr p_other) must be forgotten first: the asymptote needs
+    lr t >> e^{|those margins|} (compare `orthogonal_asymptote_valid`).
     """
     t, lr, corr, p1 = jnp.broadcast_arrays(*_float(t, lr, corr, p1))
     p = jnp.stack([p1, 1.0 - p1], axis=-1)
@@ -99,7 +145,19 @@ def two_particles_margin_asymptote(
 def two_particles_loss_asymptote(
     t: Float[ArrayLike, "*B"], lr: Float[ArrayLike, "*B"], corr: Float[ArrayLike, "*B"]
 ) -> Float[Array, "*B"]:
-    """L(W_t) ~ 1 / ((1 - corr) lr t), i.e. L t -> 1 / ((1 - corr) lr) (= ||W_mm||^2 / lr)."""
+    """L(W_t) ~ 1 / ((1 - corr) lr t), i.e. L t -> 1 / ((1 - corr) lr) (= ||W_mm||^2 / lr).
+
+    Rate: the loss is first-order blind to the antisymmetric mode of
+    [`two_particles_margin_asymptote`][] (it is orthogonal to W_mm), which enters at second
+    order: L (1 - corr) lr t - 1 decays like t^{-2(1 + corr)/(1 - corr)} for corr < -1/3
+    (p1 != 1/2), slower than 1/t, and like log(t) / t for corr >= -1/3. Measured on an
+    independent integration of the flow at p1 = 0.75: local exponents 0.105, 0.353, 0.665
+    at corr = -0.9, -0.7, -0.5 (predicted 0.105, 0.353, 0.667); for corr >= -1/3,
+    (L (1 - corr) t - 1) t / log t settles near a constant (at t = 1e12: 0.97, 1.24, 2.44, 11.6
+    for corr = -0.3, 0, 0.5, 0.9). This
+    is `max_margin(...).rate` = min(kappa - 1, 2 mu, 1) of the general separable case, with
+    mu = (1 + corr)/(1 - corr). Large lr: see [`two_particles_margin_asymptote`][].
+    """
     t, lr, corr = _float(t, lr, corr)
     return 1.0 / ((1.0 - corr) * lr * t)
 

@@ -1,5 +1,6 @@
-"""The underparameterized regime (paper-notes §3.4): the cross-entropy minimizer W_CE, the best
-achievable 0-1 loss, and the gap between them.
+"""The underparameterized regime (paper-notes §3.4): the cross-entropy minimizer W_CE and the
+observables of a point of W-space. The best achievable 0-1 loss and the gap between the two
+live in `_zero_one`.
 
 All solvers work in the reduced coordinates of `_span` (S = F K^T H^T, ||W|| = ||K||), so
 they also accept Gram-only problems; W is returned when the embeddings are known.
@@ -18,7 +19,6 @@ from jaxtyping import Array, Float
 from .. import _observables as obs
 from .. import _validate as v
 from .._problem import Problem
-from ._separable import _constraints, _one_hot
 from ._span import span
 
 # Dense Newton builds the (r_U r_E)^2 Hessian: fine up to a few thousand coordinates.
@@ -33,13 +33,27 @@ class Solution(eqx.Module):
     - `scores`: S, shape (N, M).
     - `loss`: the cross-entropy at S (for `best_zero_one` it depends on the arbitrary scale
       of the returned direction; only `zero_one` is meaningful there).
-    - `zero_one`: the 0-1 loss at S (ties to the first class, as `particles.zero_one`).
+    - `zero_one`: the 0-1 loss of `scores` under `particles.zero_one` (ties to the first class).
     - `W`: the weights (d, d) when the embeddings are known, else `None`.
     - `K`: the same point in the span's reduced coordinates (r_U x r_E).
     - `grad_norm`: ||nabla_W L||_F at S (from the Grams: tr(G_U R^T D G_E D R)^(1/2)).
-    - `iterations`: Newton iterations (`ce_minimizer`) or candidates tried (`best_zero_one`).
-    - `exact`: True when the result is certified (Newton converged / exhaustive sweep).
+    - `iterations`: Newton iterations (`ce_minimizer`); branch-and-bound nodes plus LPs
+      (`best_zero_one`).
+    - `exact`: True when the result is certified: Newton converged (`ce_minimizer`), or
+      `zero_one` is the proven minimum (`best_zero_one`). Same as `bound == "exact"`.
     - `method`: how it was obtained.
+    - `bound`: `"exact"` or `"upper"`: what the value solved for is, `zero_one` against
+      min_W L01 for `best_zero_one`, `loss` against min_W L for `ce_minimizer` ("upper":
+      the minimum is <= the value; the value of any W is an upper bound).
+    - `lower`: `best_zero_one` only: a certified lower bound on min_W L01 (equal to
+      `zero_one` when exact); `None` elsewhere.
+    - `gap`: `best_zero_one` only: zero_one - lower; `None` elsewhere.
+    - `status`: the solver's outcome (`best_zero_one`: HiGHS' status, e.g. "optimal";
+      `ce_minimizer`: "converged").
+
+    Scores of `best_zero_one` equal F K^T H^T except where its optimum needs exact ties
+    that the float product breaks by a few ulps; those entries are written equal (the
+    `method` then says so).
     """
 
     scores: Float[Array, "N M"]
@@ -51,6 +65,10 @@ class Solution(eqx.Module):
     iterations: int = eqx.field(static=True)
     exact: bool = eqx.field(static=True)
     method: str = eqx.field(static=True)
+    bound: str = eqx.field(static=True, default="exact")
+    lower: Optional[Float[Array, ""]] = None
+    gap: Optional[Float[Array, ""]] = None
+    status: str = eqx.field(static=True, default="")
 
 
 def gradient_norm(problem: Problem, S: Float[Array, "N M"]) -> Float[Array, ""]:
@@ -67,9 +85,9 @@ def _grad_norm(problem, sp, S):
     return jnp.linalg.norm(jnp.asarray(sp.H).T @ R.T @ jnp.asarray(sp.F))
 
 
-def _solution(problem, sp, K, iterations, exact, method) -> Solution:
+def _solution(problem, sp, K, iterations, exact, method, *, scores=None, **extra) -> Solution:
     dt = problem.dtype
-    S = jnp.asarray(sp.scores(K), dt)
+    S = jnp.asarray(sp.scores(K) if scores is None else scores, dt)
     Wd = sp.weights(K)
     return Solution(
         scores=S,
@@ -81,21 +99,42 @@ def _solution(problem, sp, K, iterations, exact, method) -> Solution:
         iterations=iterations,
         exact=exact,
         method=method,
+        **extra,
     )
 
 
 def _recession_direction(problem: Problem, sp) -> bool:
-    """True when some w has all margin directional derivatives A w >= 0 and one > 0.
+    """True when the cross-entropy decreases forever along some direction of W.
 
-    Then the one-hot cross-entropy decreases forever along w (no finite minimizer); otherwise
-    it is coercive on the span and a minimizer exists. One LP: max 1^T A w, 0 <= A w <= 1.
+    Along scores S + s D the loss of input x behaves like s (max_y D_xy - sum_y q_xy D_xy)
+    for large s: it is non-increasing iff D is constant, c_x, on the support of q(.|x) and
+    <= c_x off it, and then decreases (strictly, forever) iff some D_xy < c_x off the support
+    for an x with p(x) > 0. With one-hot targets that is a direction raising margins without
+    lowering any. When no such direction exists, the only directions of non-increase keep
+    every row's scores equal (the softmax shift), so the loss is coercive on the rest of the
+    span and a finite minimizer exists. One LP: with a_xy = vec((h_y0 - h_y) f_x^T) (y0 the
+    first class of the support), max 1^T A w s.t. 0 <= A w <= 1 (y off the support) and
+    a_xy . w = 0 (y on it).
     """
-    A, _ = _constraints(problem, sp)
-    m, n = A.shape
+    Y = np.asarray(problem.Y, np.float64)
+    p = np.asarray(problem.p)
+    ineq, eq = [], []
+    for x in np.flatnonzero(p > 0):
+        support = np.flatnonzero(Y[x] > 0)
+        y0 = support[0]
+        for y in range(problem.M):
+            if y != y0:
+                (eq if Y[x, y] > 0 else ineq).append(np.outer(sp.H[y0] - sp.H[y], sp.F[x]).ravel())
+    if not ineq:
+        return False
+    n = sp.H.shape[1] * sp.F.shape[1]
+    A = np.array(ineq).reshape(len(ineq), n)
+    m = A.shape[0]
     import scipy.optimize  # imported on use: it costs 0.25 s at start-up
 
     res = scipy.optimize.linprog(
         -A.sum(0), A_ub=np.vstack([-A, A]), b_ub=np.concatenate([np.zeros(m), np.ones(m)]),
+        A_eq=np.array(eq).reshape(len(eq), n) if eq else None, b_eq=np.zeros(len(eq)) if eq else None,
         bounds=[(None, None)] * n, method="highs",
     )
     return bool(res.status == 0 and -res.fun > 1e-9 * max(1.0, np.abs(A).max()))
@@ -123,9 +162,24 @@ def ce_minimizer(problem: Problem, *, tol: float = 1e-10, max_iter: int = 100) -
     - `tol`: gradient-norm target (W-space Frobenius norm).
     - `max_iter`: Newton iterations before giving up.
 
-    **Returns:** a [`Solution`][] (`exact=True`). Raises `ValueError` saying "no finite
-    minimizer: separable" when, with one-hot targets, some direction raises margins without
-    lowering any (the whole problem, or part of it, is separable: GD margins grow forever).
+    **Returns:** a [`Solution`][] (`exact=True`, `status="converged"` once the gradient norm
+    is <= tol; `exact=False` if Newton stalls at rounding level above it).
+
+    Raises `ValueError` saying "no finite minimizer: separable" when some direction of W
+    lowers the loss forever, so that the infimum is not attained (GD margins grow without
+    bound). With one-hot targets: a direction raising margins without lowering any (the whole
+    problem, or part of it, is separable). With soft targets q(y|x): a direction keeping the
+    scores equal on the support of every q(.|x) (p(x) > 0) and pushing some class off the
+    support below them, e.g. a class that is never a target, with an output embedding of
+    its own.
+
+    >>> import particles as pt
+    >>> from particles import theory
+    >>> E = [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]
+    >>> P = pt.Problem.from_embeddings(E, [[1.0, 0.0], [0.0, 1.0]], [0.5, 0.3, 0.2], [0, 1, 0])
+    >>> ce = theory.ce_minimizer(P)
+    >>> ce.exact, float(ce.grad_norm) < 1e-10
+    (True, True)
     """
     v.check_positive("tol", tol)
     max_iter = v.check_count("max_iter", max_iter, 1)
@@ -134,10 +188,11 @@ def ce_minimizer(problem: Problem, *, tol: float = 1e-10, max_iter: int = 100) -
     n = rU * rE
     if n > _NEWTON_MAX:
         raise ValueError(f"the span has r_U * r_E = {n} coordinates; ce_minimizer's dense Newton allows <= {_NEWTON_MAX}.")
-    if problem.M >= 2 and _one_hot(problem) and _recession_direction(problem, sp):
+    if problem.M >= 2 and _recession_direction(problem, sp):
         raise ValueError(
-            "no finite minimizer: separable (some direction of W raises margins without lowering any, "
-            "so the cross-entropy keeps decreasing along it; use max_margin for the direction)."
+            "no finite minimizer: separable (some direction of W raises every target score above the "
+            "classes outside the support of q(.|x) without lowering any, so the cross-entropy keeps "
+            "decreasing along it; with one-hot targets max_margin gives the direction)."
         )
     args = (jnp.asarray(sp.F, jnp.float64), jnp.asarray(sp.H, jnp.float64),
             problem.p.astype(jnp.float64), problem.Y.astype(jnp.float64))
@@ -173,7 +228,11 @@ def ce_minimizer(problem: Problem, *, tol: float = 1e-10, max_iter: int = 100) -
         if a < 1e-12 and float(nval) > float(val):
             break  # at rounding level: no descent left
         w, val, g = new, nval, ng
-    return _solution(problem, sp, np.asarray(w).reshape(rU, rE), it, True, "newton")
+    gnorm = float(jnp.linalg.norm(g))
+    converged = gnorm <= tol
+    status = "converged" if converged else f"stalled at rounding level (gradient norm {gnorm:.3g} > tol={tol:g})"
+    return _solution(problem, sp, np.asarray(w).reshape(rU, rE), it, converged, "newton",
+                     bound="exact" if converged else "upper", status=status)
 
 
 def top_frequency_scores(problem: Problem, r: int) -> Float[Array, "N M"]:
@@ -186,82 +245,8 @@ def top_frequency_scores(problem: Problem, r: int) -> Float[Array, "N M"]:
     if r > problem.N:
         v.fail("r", r, f"it must be <= N={problem.N}")
     top = np.argsort(-np.asarray(problem.p), kind="stable")[:r]
-    Yt = jnp.zeros_like(problem.Y).at[top].set(jax.nn.one_hot(problem.targets[top], problem.M, dtype=problem.dtype))
+    # A mask rather than an index of length r: one compilation for every r.
+    keep = np.zeros(problem.N, bool)
+    keep[top] = True
+    Yt = jnp.where(jnp.asarray(keep)[:, None], jax.nn.one_hot(problem.targets, problem.M, dtype=problem.dtype), 0.0)
     return problem.direction(Yt)
-
-
-def _sweep_circle(problem, sp) -> tuple:
-    """Exact best 0-1 loss for M = 2 and r_E <= 2 (e.g. d = 2): only gamma = K^T (h_0 - h_1)
-    matters (S[x, 0] - S[x, 1] = gamma . f_x) and the 0-1 loss is constant between the
-    critical directions gamma . f_x = 0; try the midpoint of every arc, and gamma = 0."""
-    dh = sp.H[0] - sp.H[1]
-    g2 = dh @ dh
-    rE = sp.F.shape[1]
-    Fp = np.zeros((sp.F.shape[0], 2))
-    Fp[:, :rE] = sp.F
-    nz = np.linalg.norm(Fp, axis=1) > 0
-    ang = np.arctan2(Fp[nz, 1], Fp[nz, 0])
-    crit = np.unique(np.mod(np.concatenate([ang + np.pi / 2, ang - np.pi / 2]), 2 * np.pi))
-    if crit.size == 0:
-        mids = np.array([0.0])
-    else:
-        nxt = np.concatenate([crit[1:], [crit[0] + 2 * np.pi]])
-        mids = (crit + nxt) / 2
-    gammas = np.concatenate([np.stack([np.cos(mids), np.sin(mids)], 1), np.zeros((1, 2))])[:, :rE]
-    Ks = [np.outer(dh, gm) / g2 for gm in gammas] if g2 > 0 else [np.zeros((sp.H.shape[1], rE))]
-    return Ks
-
-
-def best_zero_one(problem: Problem, *, samples: int = 4096, key=None) -> Solution:
-    """The smallest achievable 0-1 loss over W (ties to the first class).
-
-    - Two classes (M = 2) with inputs spanning <= 2 dimensions (e.g. d = 2): exact, by the
-      sweep of the circle of directions of gamma = W^T (u_0 - u_1) (paper-notes §3.3, §4.4-5):
-      the 0-1 loss is piecewise constant between the directions orthogonal to some e_x; every
-      arc is tried (`exact=True`). Boundary directions (ties) are not tried: they can only
-      win with exactly opposite embeddings e_x = -c e_x' (measure zero).
-    - Otherwise a documented search (`exact=False`, an upper bound on the minimum): the
-      top-frequency schemes W* = sum_{x <= r} u_{f*(x)} e_x^T for r = 0..N, the
-      cross-entropy minimizer when finite, and `samples` random Gaussian directions K in
-      the span (PRNG `key`, default PRNGKey(0)); the best candidate is returned.
-
-    **Returns:** a [`Solution`][] with the best scores found (`loss` is the cross-entropy at
-    that arbitrary scale).
-    """
-    samples = v.check_count("samples", samples, 0)
-    sp = span(problem)
-    rU, rE = sp.H.shape[1], sp.F.shape[1]
-    if problem.M == 2 and rE <= 2:
-        Ks, exact, method = _sweep_circle(problem, sp), True, "circle sweep"
-    else:
-        Ks, exact, method = [], False, "search: top-frequency, ce_minimizer, random"
-        key = jax.random.PRNGKey(0) if key is None else key
-        if samples:
-            Ks += list(np.asarray(jax.random.normal(key, (samples, rU, rE), jnp.float64)))
-        try:
-            Ks.append(np.asarray(ce_minimizer(problem).K))
-        except ValueError:
-            pass
-    F, H = jnp.asarray(sp.F), jnp.asarray(sp.H)
-    cand_S = [jnp.einsum("xi,kji,yj->kxy", F, jnp.asarray(np.array(Ks)), H)] if Ks else []
-    if not exact:
-        cand_S.append(jnp.stack([top_frequency_scores(problem, r).astype(jnp.float64) for r in range(problem.N + 1)]))
-    allS = jnp.concatenate(cand_S).astype(problem.dtype)
-    z = obs.zero_one(allS, problem.p, problem.Y)
-    best = int(jnp.argmin(z))
-    if best < len(Ks):
-        return _solution(problem, sp, np.asarray(Ks[best]), len(allS), exact, method)
-    # A top-frequency scheme won: its K is the projection of W* on the span.
-    r = best - len(Ks)
-    S = allS[best]
-    K, *_ = np.linalg.lstsq(np.kron(sp.F, sp.H), np.asarray(S, np.float64).T.ravel(order="F"), rcond=None)
-    return _solution(problem, sp, K.reshape(rE, rU).T, len(allS), exact, method + f" (won: top-{r})")
-
-
-def zero_one_gap(problem: Problem) -> Float[Array, ""]:
-    """The gap L01(W_CE) - min_W L01(W): how much 0-1 loss cross-entropy gives up.
-
-    Exact when [`best_zero_one`][] is (M = 2, d = 2); otherwise a lower bound on the gap.
-    Raises like [`ce_minimizer`][] when there is no finite minimizer.
-    """
-    return ce_minimizer(problem).zero_one - best_zero_one(problem).zero_one
