@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test bench reproduce explore docs docs-serve docs-figures mutation wheel clean
+.PHONY: demo test bench reproduce explore docs docs-serve docs-figures mutation wheel-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-$(DOCS_STAMP): $(STAMP)
+$(DOCS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	touch $(DOCS_STAMP)
 
@@ -34,5 +34,21 @@ reproduce: $(STAMP)
 explore: $(STAMP)
 	$(BIN)/python scripts/explore.py
 
+# The documentation site, offline, into site/ (the tutorials run during the build).
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 PARTICLES_DOCS_CACHE=true $(BIN)/mkdocs serve
+
+# Refresh the committed copy of the paper's figures that the site shows.
+docs-figures: $(STAMP)
+	$(BIN)/python scripts/reproduce.py --all --out docs/figures
+	$(BIN)/python docs/hooks/keep_figures.py docs/figures
+
+# Build the wheel, install it into a fresh environment, smoke-test it.
+wheel-smoke:
+	.ci/wheel-smoke
+
 clean:
-	rm -rf $(VENV) runs figures sweeps site dist build
+	rm -rf $(VENV) runs figures sweeps site dist build .cache

@@ -38,6 +38,11 @@ from ._plots import (
 )
 from ._phase import phase_diagrams as phase_diagrams
 from ._table import Comparison as Comparison, Row as Row
+from ._transformer import (
+    figures as transformer_figures,
+    plot_runs as plot_transformer_runs,
+    report_section as transformer_report_section,
+)
 from ._figure import (
     FLOW_TIME as FLOW_TIME,
     figure_for_run as figure_for_run,

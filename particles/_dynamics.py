@@ -106,25 +106,34 @@ def force(problem: "Problem", S: Float[Array, "N M"], weights: Optional[Float[Ar
     return -direction(problem, w[:, None] * residual(S, problem.Y))
 
 
-def gd_step(problem: "Problem", S, lr, weights=None) -> Float[Array, "N M"]:
+def gd_step(problem: "Problem", S, lr, weights=None, weight_decay=0.0) -> Float[Array, "N M"]:
     """One step S + lr · force(S): GD on W, mapped to the scores (SGD with minibatch weights).
 
+    With `weight_decay` λ (GD on W of L + λ‖W‖²/2, i.e. W ← W − lr (∇L + λ W), as torch's
+    SGD) the scores that come from W shrink too: S ← S + lr force(S) − lr λ (S − offset),
+    exactly, with `problem.offset` the scores that do not come from W (zero when None).
+
     **Arguments:** `problem`; `S` scores (N, M); `lr` the step size; `weights` as in
-    [`force`][]. **Returns:** the next scores, shape (N, M).
+    [`force`][]; `weight_decay` λ ≥ 0. **Returns:** the next scores, shape (N, M).
 
     >>> import particles as pt
     >>> problem = pt.two_particles(corr=0.5, p1=0.75)
     >>> gd_step(problem, problem.S0, 1.0).round(4).tolist()  # margins lr (p_x - corr p_other)
     [[0.3125, -0.3125], [0.0625, -0.0625]]
     """
-    return S + lr * force(problem, S, weights)
+    step = S + lr * force(problem, S, weights)
+    if isinstance(weight_decay, (int, float)) and weight_decay == 0:
+        return step  # no decay: not even a multiplication by 0 (a traced λ always decays)
+    own = S if problem.offset is None else S - problem.offset
+    return step - lr * weight_decay * own
 
 
 def minibatch_weights(key: PRNGKeyArray, p: Float[Array, " N"], batch_size: int) -> Float[Array, " N"]:
     """The weights of one SGD step: counts of x in a batch of `batch_size` draws x ~ p (with
     replacement), divided by the batch size. Their expectation is p (unbiased gradient).
 
-    Inputs with p = 0 are never drawn (log 0 = −inf in the categorical draw).
+    The draw inverts the cumulative frequencies (`jax.random.choice` with `p`): O(B log N)
+    per step, where a categorical draw costs O(B N); inputs with p = 0 are never drawn.
 
     **Arguments:** `key` a PRNG key; `p` (N,); `batch_size` B. **Returns:** shape (N,),
     multiples of 1/B summing to 1.
@@ -134,7 +143,7 @@ def minibatch_weights(key: PRNGKeyArray, p: Float[Array, " N"], batch_size: int)
     >>> float(w.sum()), float(w[2])
     (1.0, 0.0)
     """
-    idx = jax.random.categorical(key, jnp.log(p), shape=(batch_size,))
+    idx = jax.random.choice(key, p.shape[0], (batch_size,), replace=True, p=p)
     return jnp.zeros(p.shape, p.dtype).at[idx].add(1.0 / batch_size)
 
 

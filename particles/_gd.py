@@ -52,18 +52,36 @@ class ScoreStepper(_driver.Stepper):
 
 
 class GD(ScoreStepper):
+    weight_decay: Optional[Array] = None  # None: no decay (not a multiplication by 0 per step)
+
     def advance(self, S, k):
-        return _dynamics.gd_step(self.problem, S, self.lr)
+        return _dynamics.gd_step(self.problem, S, self.lr, weight_decay=_decay(self.weight_decay))
 
 
 class SGD(ScoreStepper):
     key: Array
     batch_size: int = eqx.field(static=True)
+    weight_decay: Optional[Array] = None
 
     def advance(self, S, k):
         # Batch k depends on (key, k) only: a resumed run draws the batches it would have.
         w = _dynamics.minibatch_weights(jax.random.fold_in(self.key, k), self.problem.p, self.batch_size)
-        return _dynamics.gd_step(self.problem, S, self.lr, w)
+        return _dynamics.gd_step(self.problem, S, self.lr, w, weight_decay=_decay(self.weight_decay))
+
+
+def _decay(weight_decay):
+    return 0.0 if weight_decay is None else weight_decay
+
+
+def decay(weight_decay, dtype):
+    """A weight decay as an array (None for 0: the step then has no decay term at all)."""
+    if isinstance(weight_decay, (int, float)) and not isinstance(weight_decay, bool) and weight_decay == 0:
+        return None
+    if np.ndim(weight_decay) != 0:
+        raise ValueError(f"weight_decay has shape {np.shape(weight_decay)}; expected a number >= 0.")
+    if v.is_concrete(weight_decay) and not (np.isfinite(weight_decay) and weight_decay >= 0):
+        v.fail("weight_decay", weight_decay, "a finite number >= 0")
+    return jnp.asarray(weight_decay, dtype)
 
 
 # ------------------------------------------------------------- the runner
@@ -197,6 +215,7 @@ def gd(
     save_every: int = 1,
     save_steps: Optional[Sequence[int]] = None,
     save_scores: bool = False,
+    weight_decay: float | Float[ArrayLike, ""] = 0.0,
     resume: Optional[Trajectory] = None,
     checkpoint: Optional[str | os.PathLike] = None,
     progress: bool = False,
@@ -217,6 +236,9 @@ def gd(
       k · save_every, from step 0 (the start) to `steps`.
     - `save_steps`: instead, the exact steps to save (e.g. [`log_steps`][]); from 0 to `steps`.
     - `save_scores`: also save S at every row (T × N × M memory).
+    - `weight_decay`: λ ≥ 0 for GD on W with decay, W ← W − lr (∇L + λ W) (torch's SGD):
+      the scores from W shrink by lr λ each step (`problem.offset`, the scores that do not
+      come from W, stay). An array: a new value does not recompile.
     - `resume`: a Trajectory of an earlier, shorter or interrupted run with the same problem,
       rate and save schedule (e.g. `Trajectory.load(checkpoint)`); the run continues from its
       last row to `steps`, and the result equals the uninterrupted run bit for bit.
@@ -234,12 +256,15 @@ def gd(
     [1.3367, -0.591]
     """
     schedule = Schedule.of(steps, save_every, save_steps)
+    wd = decay(weight_decay, problem.dtype)
     info = dict(integrator="gd", lr=rate_info(lr), structure=_structure(problem), dtype=str(problem.dtype))
-    settings = dict(integrator="gd", lr=info["lr"], save_scores=bool(save_scores))
+    if wd is not None:
+        info["weight_decay"] = rate_info(wd)
+    settings = dict(integrator="gd", lr=info["lr"], save_scores=bool(save_scores), weight_decay=info.get("weight_decay"))
     if np.ndim(lr) == 1:
-        return over_rates(problem, GD(problem, jnp.asarray(0.0, problem.dtype), save_scores), lr, schedule, info,
+        return over_rates(problem, GD(problem, jnp.asarray(0.0, problem.dtype), save_scores, wd), lr, schedule, info,
                           settings, resume=resume, checkpoint=checkpoint, progress=progress)
-    stepper = GD(problem, rate(lr, problem.dtype), save_scores)
+    stepper = GD(problem, rate(lr, problem.dtype), save_scores, wd)
     return run(problem, stepper, problem.S0, schedule, info, settings, resume=resume, checkpoint=checkpoint,
                progress=progress)
 
@@ -254,6 +279,7 @@ def sgd(
     save_every: int = 1,
     save_steps: Optional[Sequence[int]] = None,
     save_scores: bool = False,
+    weight_decay: float | Float[ArrayLike, ""] = 0.0,
     resume: Optional[Trajectory] = None,
     checkpoint: Optional[str | os.PathLike] = None,
     progress: bool = False,
@@ -264,8 +290,8 @@ def sgd(
     descends the batch-mean cross-entropy: S ← S − lr · G_E diag(c/B) (softmax(S) − Y) G_U,
     with c the counts of each input in the batch. Saved rows hold population quantities.
 
-    **Arguments:** as [`gd`][], plus `batch_size` (B ≥ 1) and `key` (a JAX PRNG key, or an
-    integer seed). A resumed run draws the same batches as the uninterrupted one.
+    **Arguments:** as [`gd`][] (`weight_decay` included), plus `batch_size` (B ≥ 1) and `key`
+    (a JAX PRNG key, or an integer seed). A resumed run draws the same batches as the uninterrupted one.
 
     **Returns:** a [`Trajectory`][]; its metadata records the seed.
 
@@ -278,13 +304,17 @@ def sgd(
     batch_size = v.check_count("batch_size", batch_size, 1)
     seed = v.seed_of(key)
     key = v.prng_key("key", key)
+    wd = decay(weight_decay, problem.dtype)
     info = dict(integrator="sgd", lr=rate_info(lr), batch_size=batch_size, seed=seed, structure=_structure(problem),
                 dtype=str(problem.dtype))
-    settings = dict(integrator="sgd", lr=info["lr"], batch_size=batch_size, seed=seed, save_scores=bool(save_scores))
+    if wd is not None:
+        info["weight_decay"] = rate_info(wd)
+    settings = dict(integrator="sgd", lr=info["lr"], batch_size=batch_size, seed=seed, save_scores=bool(save_scores),
+                    weight_decay=info.get("weight_decay"))
     if np.ndim(lr) == 1:
-        stepper = SGD(problem, jnp.asarray(0.0, problem.dtype), save_scores, key, batch_size)
+        stepper = SGD(problem, jnp.asarray(0.0, problem.dtype), save_scores, key, batch_size, wd)
         return over_rates(problem, stepper, lr, schedule, info, settings, resume=resume, checkpoint=checkpoint,
                           progress=progress)
-    stepper = SGD(problem, rate(lr, problem.dtype), save_scores, key, batch_size)
+    stepper = SGD(problem, rate(lr, problem.dtype), save_scores, key, batch_size, wd)
     return run(problem, stepper, problem.S0, schedule, info, settings, resume=resume, checkpoint=checkpoint,
                progress=progress)

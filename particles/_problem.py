@@ -51,6 +51,8 @@ class Problem(eqx.Module):
     - `S0`: initial scores, shape (N, M).
     - `E`, `U`: the embeddings, shapes (N, d) and (M, d), when known (else `None`).
     - `W0`: the initial weights, shape (d, d), when known (else `None`; zero when S0 = 0).
+    - `offset`: scores that do not come from W, shape (N, M), e.g. a Transformer's direct
+      path into the memory's logits (`None`: zero). Weight decay shrinks W, i.e. S − offset.
     - `structure_E`, `structure_U`: how each Gram matrix is applied in a GD step
       (`"identity"`, `"factored"` through E or U, or `"dense"`); chosen by the constructors.
 
@@ -73,6 +75,7 @@ class Problem(eqx.Module):
     E: Optional[Float[Array, "N d"]] = None
     U: Optional[Float[Array, "M d"]] = None
     W0: Optional[Float[Array, "d d"]] = None
+    offset: Optional[Float[Array, "N M"]] = None
     structure_E: Structure = eqx.field(static=True, default="dense")
     structure_U: Structure = eqx.field(static=True, default="dense")
 
@@ -82,6 +85,8 @@ class Problem(eqx.Module):
         v.check_shape("G_E", self.G_E, (N, N))
         v.check_shape("G_U", self.G_U, (M, M))
         v.check_shape("S0", self.S0, (N, M))
+        if self.offset is not None:
+            v.check_shape("offset", self.offset, (N, M))
         if self.E is not None:
             v.check_shape("E", self.E, (N, None))
         if self.U is not None:

@@ -10,6 +10,7 @@ reads any of them back as the right type, refusing corrupt or foreign files with
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from typing import Optional
@@ -23,9 +24,11 @@ FORMAT_VERSION = 2
 # Version 1 wrote trajectories only (format "particles.trajectory"); it still loads.
 _V1_TRAJECTORY = "particles.trajectory"
 _META = "__meta__"
-_PROBLEM_ARRAYS = ("p", "Y", "G_E", "G_U", "S0", "E", "U", "W0")
+_PROBLEM_ARRAYS = ("p", "Y", "G_E", "G_U", "S0", "E", "U", "W0", "offset")
 
 _TYPES: dict[str, type] = {}
+# Result kinds whose class lives in a subpackage that loads on first use.
+_LAZY = {"transformer_": "particles.transformer"}
 
 
 def register(kind: str):
@@ -128,6 +131,9 @@ def load_saved(path: str | os.PathLike, kind: Optional[str] = None) -> Saved:
     """
     arrays, meta = _read(path)
     got = meta.get("kind")
+    for prefix, module in _LAZY.items():
+        if got not in _TYPES and str(got).startswith(prefix):
+            importlib.import_module(module)
     if got not in _TYPES:
         raise ValueError(f"{path}: result kind {got!r} is unknown (known: {', '.join(sorted(_TYPES))})")
     if kind is not None and got != kind:

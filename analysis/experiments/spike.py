@@ -25,7 +25,7 @@ def run(ctx) -> Section:
     fig, axs = figure(1, 3, width=13, height=4)
     plot_landscape(axs[0, 0], problem, extent=(-1, 8, -17, 10), grid=80,
                    trajectories=[(f"GD η={lr:g}", gamma_of_scores(problem, t.scores)) for lr, t in runs.items()])
-    axs[0, 0].set_title("γ-trajectories over the landscape (α = 0.95, p₁ = 0.75)")
+    axs[0, 0].set_title("GD paths over the γ-plane (α = 0.95, p₁ = 0.75)")
     for k, (lr, t) in enumerate(runs.items()):
         plot_losses(axs[0, 1 + k], t, color=OKABE_ITO[k])
         axs[0, 1 + k].set_title(f"GD η = {lr:g}: loss and 0-1 loss ({STEPS} steps)")

@@ -12,7 +12,7 @@ TITLE = "7. Transformers"
 def run(ctx) -> Section:
     from particles import transformer
 
-    from .._transformer import figures, report_section
+    from .. import transformer_figures, transformer_report_section
 
     result = transformer.reproduce(quick=not ctx.full, progress=ctx.progress)
-    return Section(figures(result), report_section(result), result.summary())
+    return Section(transformer_figures(result), transformer_report_section(result), result.summary())

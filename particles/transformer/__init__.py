@@ -1,45 +1,44 @@
-"""The paper's Transformer validation (Bietti et al.'s two-layer attention-only model).
+"""The paper's Transformer validation (§7): Bietti et al.'s two-layer attention-only model.
 
-`reproduce(out_dir)` regenerates the panels; `run_experiment(Config(...))` runs one setting;
-the pieces (data, model, ideal memories, particle prediction) are re-exported below.
+The faithful setting of Bietti et al. (2023): the tiny-shakespeare bigram task with
+in-context triggers ([`DataConfig.paper`][], [`sample`][]), the authors' simplified model
+and initialisation ([`ModelConfig`][]), SGD with momentum and weight decay ([`Config`][],
+[`train`][]), and the particle prediction of the W_O^2 memory ([`memory_problem`][],
+[`predict`][]). [`run`][] does one experiment and returns a [`Run`][];
+[`reproduce`][] runs the paper's experiments.
 """
 
 from ._data import (
-    Batch as Batch,
-    BigramData as BigramData,
-    from_text as from_text,
-    induction_statistics as induction_statistics,
-    synthetic as synthetic,
+    DataConfig as DataConfig,
+    char_stats as char_stats,
+    from_counts as from_counts,
+    sample as sample,
+    statistics as statistics,
 )
 from ._model import (
-    Embeddings as Embeddings,
-    Weights as Weights,
+    ModelConfig as ModelConfig,
+    Params as Params,
     attention as attention,
-    embeddings as embeddings,
     forward as forward,
-    ideal_weights as ideal_weights,
+    ideal_keys as ideal_keys,
+    init_params as init_params,
+    layer2_inputs as layer2_inputs,
     probe_margins as probe_margins,
     probe_scores as probe_scores,
-    random_weights as random_weights,
-    layer2_inputs as layer2_inputs,
-    refine_induction_head as refine_induction_head,
-    refine_previous_token as refine_previous_token,
-    token_losses as token_losses,
+    refine_keys as refine_keys,
 )
 from ._predict import (
     agreement as agreement,
-    large_spikes as large_spikes,
-    margin_jumps as margin_jumps,
     memory_problem as memory_problem,
-    pool_problem as pool_problem,
+    pool_arrays as pool_arrays,
     predict as predict,
-    spike_steps as spike_steps,
+    problem_from_arrays as problem_from_arrays,
+    sharpness as sharpness,
 )
+from ._train import MODES as MODES, Config as Config, initial_params as initial_params, train as train
 from ._reproduce import (
-    plot_run as plot_run,
+    Reproduction as Reproduction,
+    Run as Run,
     reproduce as reproduce,
-    run_experiment as run_experiment,
-    save_run as save_run,
-    summary as summary,
+    run as run,
 )
-from ._train import Config as Config, Setup as Setup, setup as setup, train as train

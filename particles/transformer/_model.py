@@ -1,50 +1,93 @@
-"""The two-layer attention-only Transformer of Bietti et al. (NeurIPS 2023).
+"""The two-layer attention-only Transformer of Bietti et al. (2023), in JAX.
 
-Frozen random embeddings E (N, d), positional embeddings P (T, d) and unembeddings
-U (N, d), entries N(0, 1/d). One head per layer, W_Q = I, no MLP, no layer norm:
+As in the authors' simplified model (`ihead_basic_model.py` of albietz/transformer-birth):
+token embeddings e_z and random absolute position embeddings p_t, one head per layer with
+W_Q = I, attention logits divided by sqrt(d), a causal mask that includes the diagonal, a
+residual stream, no layer norm and no MLP, and an output matrix U:
 
     x_t = e_{z_t} + p_t
     h^l_t = h^{l-1}_t + W_O^l W_V^l sum_{s <= t} a^l_{ts} h^{l-1}_s,
-    a^l_{t.} = softmax_s((h^{l-1}_t)^T W_K^l h^{l-1}_s / sqrt(d))
+    a^l_{t.} = softmax_s(h^{l-1}_t . W_K^l h^{l-1}_s / sqrt(d))
     logits_t = U h^2_t
 
-Parametrisation as in the authors' public code (albietz/transformer-birth,
-`ihead_basic_model.py`): attention logits divided by sqrt(d), embeddings and positional
-embeddings N(0, 1/d) (`sqrtd_embeddings`), trainable matrices initialised like torch's
-`nn.Linear` (entries uniform on [-1/sqrt(d), 1/sqrt(d)]). Training all six matrices
-diverges at eta >= 5 (the loss passes 1e5 within 4 steps, in float32 and float64 alike);
-the authors' simplified model trains only W_K^1, W_K^2, W_O^2, which is stable at the
-paper's step sizes (see `_train.TRAINABLE`).
+Initialisation (the authors' defaults): e_z, p_t ~ N(0, I) (N(0, I/d) with
+`sqrtd_embeddings`); every d x d matrix and U uniform on [-1/sqrt(d), 1/sqrt(d)] (torch's
+`nn.Linear`, variance 1/(3d)). The authors train W_K^1, W_K^2, W_O^2 and keep W_V^1, W_O^1,
+W_V^2 at their random init; their README freezes the embeddings and U too.
 
-The Transformer runs in float32 (float64 halves CPU throughput); the particle prediction it
-is compared with runs in float64.
+The Transformer runs in float32 (float64 halves CPU throughput; the batch loss is noisy
+far above float32 resolution); the particle prediction it is compared with runs in float64.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .. import _validate as v
+
 DTYPE = jnp.float32
+MATRICES = ("WK1", "WV1", "WO1", "WK2", "WV2", "WO2")
+# What SGD may move: the six matrices and the embeddings E and U (the positional
+# embeddings are a buffer in the authors' model, never trained).
+TRAINABLE_NAMES = ("E", "U") + MATRICES
+OUTPUT_INITS = ("linear", "normal")
+VALUES = ("random", "identity")
 
 
-class Embeddings(eqx.Module):
-    """The frozen embeddings: `E` (N, d) tokens, `P` (T, d) positions, `U` (N, d) unembeddings."""
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and initialisation switches (defaults: the authors' code).
+
+    **Fields:**
+
+    - `d`: embedding dimension (64 in the paper's `wo2` runs).
+    - `sqrtd_embeddings`: e_z, p_t ~ N(0, I/d) instead of N(0, I) (the authors' switch,
+      off by default).
+    - `output_init`: "linear" (U uniform on ±1/sqrt(d), torch's `nn.Linear`) or
+      "normal" (U ~ N(0, I/d), the project's choice before issue #14).
+    - `values`: "random" (W_V^1, W_O^1, W_V^2 at `nn.Linear` init, the authors' frozen
+      matrices) or "identity" (W_V^1 = W_V^2 = I and W_O^1 a random orthogonal matrix:
+      the project's choice before issue #14, which makes W_O^2 read clean token embeddings).
+    - `attention_sqrtd`: divide attention logits by sqrt(d) (the authors' default; their
+      `no_sqrtd` switch turns it off).
+
+    >>> ModelConfig(d=8).to_dict()["output_init"]
+    'linear'
+    """
+
+    d: int = 64
+    sqrtd_embeddings: bool = False
+    output_init: str = "linear"
+    values: str = "random"
+    attention_sqrtd: bool = True
+
+    def __post_init__(self):
+        v.check_count("d", self.d, 1)
+        if self.output_init not in OUTPUT_INITS:
+            v.fail("output_init", self.output_init, f"use one of {OUTPUT_INITS}")
+        if self.values not in VALUES:
+            v.fail("values", self.values, f"use one of {VALUES}")
+        for name in ("sqrtd_embeddings", "attention_sqrtd"):
+            if not isinstance(getattr(self, name), bool):
+                v.fail(name, getattr(self, name), "True or False")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Params(eqx.Module):
+    """Every array of the model: `E` (N, d), `P` (T, d), `U` (N, d) and the six (d, d)
+    matrices W_K, W_V, W_O of layers 1 and 2 (torch layout: a layer maps h to W h)."""
 
     E: Float[Array, "N d"]
     P: Float[Array, "T d"]
     U: Float[Array, "N d"]
-
-    @property
-    def d(self) -> int:
-        return self.E.shape[1]
-
-
-class Weights(eqx.Module):
-    """The six d x d matrices W_K, W_V, W_O of layers 1 and 2."""
-
     WK1: Float[Array, "d d"]
     WV1: Float[Array, "d d"]
     WO1: Float[Array, "d d"]
@@ -52,187 +95,208 @@ class Weights(eqx.Module):
     WV2: Float[Array, "d d"]
     WO2: Float[Array, "d d"]
 
+    @property
+    def d(self) -> int:
+        return self.E.shape[1]
 
-def embeddings(key: PRNGKeyArray, N: int, T: int, d: int) -> Embeddings:
-    kE, kP, kU = jax.random.split(key, 3)
-    s = 1.0 / jnp.sqrt(jnp.asarray(d, DTYPE))
-    return Embeddings(
-        jax.random.normal(kE, (N, d), DTYPE) * s,
-        jax.random.normal(kP, (T, d), DTYPE) * s,
-        jax.random.normal(kU, (N, d), DTYPE) * s,
-    )
-
-
-def _remap(key: PRNGKeyArray, d: int) -> Float[Array, "d d"]:
-    """A random orthogonal matrix: W_O^1 writes the previous token in a fresh subspace."""
-    Q, R = jnp.linalg.qr(jax.random.normal(key, (d, d), jnp.float64))
-    return (Q * jnp.sign(jnp.diagonal(R))[None, :]).astype(DTYPE)
+    def replace(self, **arrays) -> "Params":
+        """A copy with some arrays replaced (by name)."""
+        names = list(arrays)
+        return eqx.tree_at(lambda m: [getattr(m, n) for n in names], self, [arrays[n] for n in names])
 
 
-def ideal_weights(
-    emb: Embeddings, key: PRNGKeyArray, beta1: float = 20.0, beta2: float = 20.0, beta_o: float = 0.0
-) -> Weights:
-    """The ideal associative memories of Bietti et al., Sec. 5 (W_O^2 scaled by `beta_o`).
+def _orthogonal(key: PRNGKeyArray, d: int) -> Float[Array, "d d"]:
+    Q, R = np.linalg.qr(np.asarray(jax.random.normal(key, (d, d), jnp.float32), np.float64))
+    return jnp.asarray(Q * np.sign(np.diagonal(R))[None, :], DTYPE)
 
-    - Layer 1, previous-token head: W_K^1 = beta1 sqrt(d) sum_t p_t p_{t-1}^T, so the query p_t
-      matches the key p_{t-1}; W_V^1 = I; W_O^1 = Q, a random orthogonal remapping (from
-      `key`), so h^1_t = x_t + Q x_{t-1} approximately.
-    - Layer 2, induction head: W_K^2 = beta2 sqrt(d) sum_k e_k (Q e_k)^T, so the query e_{z_t}
-      matches positions s whose previous token z_{s-1} equals z_t; W_V^2 = I.
-    - W_O^2 = beta_o sum_k u_k e_k^T: zero by default (the `wo2` starting point); with
-      beta_o > 0 it maps the copied token's embedding to its unembedding.
+
+def init_params(config: ModelConfig, key: PRNGKeyArray, N: int, T: int) -> Params:
+    """The random initialisation of [`ModelConfig`][] for a vocabulary N and T positions.
+
+    >>> p = init_params(ModelConfig(d=8), jax.random.key(0), N=5, T=4)
+    >>> p.E.shape, p.P.shape, p.U.shape, p.WO2.shape
+    ((5, 8), (4, 8), (5, 8), (8, 8))
     """
-    d = emb.d
-    I = jnp.eye(d, dtype=DTYPE)
-    Q = _remap(key, d)
-    # sqrt(d) cancels the attention's 1/sqrt(d): beta is the scale of the attention logits.
-    root = jnp.sqrt(jnp.asarray(d, DTYPE))
-    WK1 = beta1 * root * emb.P[1:].T @ emb.P[:-1]
-    WK2 = beta2 * root * emb.E.T @ (emb.E @ Q.T)
-    WO2 = beta_o * emb.U.T @ emb.E
-    return Weights(WK1, I, Q, WK2, I, WO2)
+    d = config.d
+    kE, kP, kU, kW, kQ = jax.random.split(key, 5)
+    # Python floats: a numpy float64 scalar would promote the float32 arrays under x64.
+    emb = float(1.0 / np.sqrt(d)) if config.sqrtd_embeddings else 1.0
+    bound = float(1.0 / np.sqrt(d))
+    if config.output_init == "linear":
+        U = jax.random.uniform(kU, (N, d), DTYPE, -bound, bound)
+    else:
+        U = jax.random.normal(kU, (N, d), DTYPE) * bound
+    W = {n: jax.random.uniform(k, (d, d), DTYPE, -bound, bound) for n, k in zip(MATRICES, jax.random.split(kW, 6))}
+    if config.values == "identity":
+        W.update(WV1=jnp.eye(d, dtype=DTYPE), WO1=_orthogonal(kQ, d), WV2=jnp.eye(d, dtype=DTYPE))
+    return Params(jax.random.normal(kE, (N, d), DTYPE) * emb, jax.random.normal(kP, (T, d), DTYPE) * emb, U, **W)
 
 
-def refine_previous_token(
-    w: Weights, emb: Embeddings, data, key: PRNGKeyArray, steps: int = 400, batch: int = 8, lr: float = 0.05
-) -> Weights:
-    """Refine the previous-token memory W_K^1 on its own objective (Adam, `steps` steps).
+def attention(h: Float[Array, "T d"], WK, WV, WO, sqrtd: bool = True) -> Float[Array, "T d"]:
+    """One causal head with W_Q = I: sum_{s<=t} a_ts W_O W_V h_s, a_t. = softmax(h_t . W_K h_s / sqrt(d)).
 
-    With d = 64 and T = 256 the outer-product memory sum_t p_t p_{t-1}^T is swamped by the
-    token embeddings in x_t = e_{z_t} + p_t: only about a third of positions attend to their
-    predecessor. Starting from that memory, minimise the cross-entropy of layer-1 attention
-    against the previous position on sampled sequences (only W_K^1 moves); the head then
-    points at the previous token at over 90% of positions. Other matrices are unchanged.
+    >>> h = jnp.ones((3, 2)); I = jnp.eye(2)
+    >>> attention(h, I, I, I).shape
+    (3, 2)
     """
-    import optax
-
-    T = data.seq_len
-    causal = jnp.tril(jnp.ones((T, T), bool))
-
-    def loss(A, tokens):
-        X = emb.E[tokens] + emb.P[None, :T]
-        logits = jnp.einsum("btd,de,bse->bts", X, A, X) / jnp.sqrt(jnp.asarray(emb.d, X.dtype))
-        logp = jax.nn.log_softmax(jnp.where(causal[None], logits, -jnp.inf), axis=-1)
-        return -jnp.mean(jnp.diagonal(logp[:, 1:, :-1], axis1=1, axis2=2))
-
-    opt = optax.adam(lr)
-
-    def step(carry, k):
-        A, state = carry
-        g = jax.grad(loss)(A, data.sample(k, batch).tokens)
-        updates, state = opt.update(g, state)
-        return (optax.apply_updates(A, updates), state), None
-
-    A0 = w.WK1
-    (A, _), _ = jax.lax.scan(step, (A0, opt.init(A0)), jax.random.split(key, steps))
-    return eqx.tree_at(lambda m: m.WK1, w, A)
-
-
-def refine_induction_head(
-    w: Weights, emb: Embeddings, data, key: PRNGKeyArray, steps: int = 400, batch: int = 8, lr: float = 0.1
-) -> Weights:
-    """Refine the induction memory W_K^2 on its own objective (Adam, `steps` steps).
-
-    At d = 64, T = 256 the outer-product memory sum_k e_k (Q e_k)^T is also swamped, by the
-    positional and cross terms of h^1. With layer 1 fixed, minimise -log of the layer-2
-    attention mass that an induction position t puts on the positions s whose previous
-    token z_{s-1} equals z_t (they hold the output to copy); only W_K^2 moves.
-    """
-    import optax
-
-    T = data.seq_len
-    causal = jnp.tril(jnp.ones((T, T), bool))
-    after = jnp.tril(jnp.ones((T, T), bool)) & (jnp.arange(T)[None, :] >= 1)
-
-    def loss(A, b):
-        h1 = jax.vmap(lambda z: hidden(w, emb, z)[0])(b.tokens)
-        logits = jnp.einsum("btd,de,bse->bts", h1, A, h1) / jnp.sqrt(jnp.asarray(emb.d, h1.dtype))
-        logp = jax.nn.log_softmax(jnp.where(causal[None], logits, -jnp.inf), axis=-1)
-        prev = jnp.concatenate([jnp.full_like(b.tokens[:, :1], -1), b.tokens[:, :-1]], axis=1)
-        good = (b.tokens[:, :, None] == prev[:, None, :]) & after[None]
-        mass = jax.nn.logsumexp(jnp.where(good, logp, -jnp.inf), axis=-1)
-        ind = b.induction
-        return -jnp.sum(jnp.where(ind, mass, 0.0)) / jnp.maximum(jnp.sum(ind), 1)
-
-    opt = optax.adam(lr)
-
-    def step(carry, k):
-        A, state = carry
-        g = jax.grad(loss)(A, data.sample(k, batch))
-        updates, state = opt.update(g, state)
-        return (optax.apply_updates(A, updates), state), None
-
-    A0 = w.WK2
-    (A, _), _ = jax.lax.scan(step, (A0, opt.init(A0)), jax.random.split(key, steps))
-    return eqx.tree_at(lambda m: m.WK2, w, A)
-
-
-def random_weights(key: PRNGKeyArray, d: int) -> Weights:
-    """All six matrices uniform on [-1/sqrt(d), 1/sqrt(d)] (torch's `nn.Linear` default, the
-    `all` starting point)."""
-    ks = jax.random.split(key, 6)
-    s = 1.0 / jnp.sqrt(jnp.asarray(d, DTYPE))
-    return Weights(*(jax.random.uniform(k, (d, d), DTYPE, -s, s) for k in ks))
-
-
-def attention(h: Float[Array, "T d"], WK, WV, WO) -> Float[Array, "T d"]:
-    """One causal head with W_Q = I: sum_{s<=t} a_ts W_O W_V h_s, a_t. = softmax(h_t^T W_K h_s / sqrt(d))."""
     T, d = h.shape
-    logits = h @ (h @ WK.T).T / jnp.sqrt(jnp.asarray(d, h.dtype))  # [t, s] = h_t^T W_K h_s / sqrt(d)
+    logits = h @ (h @ WK.T).T  # [t, s] = h_t . W_K h_s
+    if sqrtd:
+        logits = logits / jnp.sqrt(jnp.asarray(d, h.dtype))
     causal = jnp.tril(jnp.ones((T, T), bool))
     # A finite fill: -inf under `where` gives NaN gradients once logits overflow.
     a = jax.nn.softmax(jnp.where(causal, logits, jnp.finfo(logits.dtype).min), axis=-1)
     return (a @ (h @ WV.T)) @ WO.T
 
 
-def hidden(w: Weights, emb: Embeddings, tokens: Int[Array, " T"]):
-    """(h^1, h^2), each (T, d), for one sequence."""
+def hidden(p: Params, tokens: Int[Array, " T"], sqrtd: bool = True):
+    """(h^1, h^2), each (T, d), for one sequence of T tokens."""
     T = tokens.shape[0]
-    x = emb.E[tokens] + emb.P[:T]
-    h1 = x + attention(x, w.WK1, w.WV1, w.WO1)
-    h2 = h1 + attention(h1, w.WK2, w.WV2, w.WO2)
+    x = p.E[tokens] + p.P[:T]
+    h1 = x + attention(x, p.WK1, p.WV1, p.WO1, sqrtd)
+    h2 = h1 + attention(h1, p.WK2, p.WV2, p.WO2, sqrtd)
     return h1, h2
 
 
-def layer2_inputs(w: Weights, emb: Embeddings, tokens: Int[Array, "B T"]):
-    """What W_O^2 acts on: `(v, b)`, each (B, T, .): v_t = W_V^2 sum_s a^2_ts h^1_s (B, T, d)
-    and the direct-path logits b_t = U h^1_t (B, T, N). The logits are b_t + U W_O^2 v_t."""
+def forward(p: Params, tokens: Int[Array, "B T"], sqrtd: bool = True) -> Float[Array, "B T N"]:
+    """Next-token logits U h^2_t for a batch of sequences (B, T) -> (B, T, N).
+
+    >>> p = init_params(ModelConfig(d=8), jax.random.key(0), N=5, T=4)
+    >>> forward(p, jnp.zeros((2, 4), jnp.int32)).shape
+    (2, 4, 5)
+    """
+    h2 = jax.vmap(lambda z: hidden(p, z, sqrtd)[1])(tokens)
+    return h2 @ p.U.T
+
+
+def layer2_inputs(p: Params, tokens: Int[Array, "B T"], sqrtd: bool = True):
+    """What W_O^2 acts on, for a batch: `(v, b)` with v_t = W_V^2 sum_s a^2_ts h^1_s (B, T, d)
+    and the direct-path logits b_t = U h^1_t (B, T, N); the logits are b_t + U W_O^2 v_t.
+
+    Neither depends on W_O^2: with every other matrix frozen, W_O^2 is a linear associative
+    memory with inputs v_t and output embeddings U (see `_predict`).
+
+    >>> p = init_params(ModelConfig(d=8), jax.random.key(0), N=5, T=4)
+    >>> vt, bt = layer2_inputs(p, jnp.zeros((2, 4), jnp.int32))
+    >>> vt.shape, bt.shape
+    ((2, 4, 8), (2, 4, 5))
+    """
 
     def one(z):
-        h1 = hidden(w, emb, z)[0]
-        return attention(h1, w.WK2, w.WV2, jnp.eye(h1.shape[1], dtype=h1.dtype)), h1 @ emb.U.T
+        h1 = hidden(p, z, sqrtd)[0]
+        return attention(h1, p.WK2, p.WV2, jnp.eye(h1.shape[1], dtype=h1.dtype), sqrtd), h1 @ p.U.T
 
     return jax.vmap(one)(tokens)
 
 
-def forward(w: Weights, emb: Embeddings, tokens: Int[Array, "B T"]) -> Float[Array, "B T N"]:
-    """Next-token logits U h^2_t for a batch of sequences."""
-    h2 = jax.vmap(lambda z: hidden(w, emb, z)[1])(tokens)
-    return h2 @ emb.U.T
+def probe_scores(p: Params, key_tokens=None):
+    """The two memory probes of the authors' code.
 
+    - W_O^2 (their `test_wo1`): S_O[k, y] = u_y . W_O^2 W_V^2 e_k, shape (N, N); the
+      correct class of row k is k (a copied token must be predicted).
+    - W_K^2 (their `test_wk1`): S_K[i, j] = e_a . W_K^2 W_O^1 W_V^1 e_b for a, b in
+      `key_tokens` (the fixed triggers; all N tokens when None), shape (n, n): the
+      attention score of a query whose token is a against a key written by layer 1 for a
+      previous token b. The correct key of row i is column i.
 
-def token_losses(w: Weights, emb: Embeddings, tokens: Int[Array, "B T"]) -> Float[Array, "B T-1"]:
-    """Cross-entropy of predicting z_{t+1} at each position t <= T-2."""
-    logp = jax.nn.log_softmax(forward(w, emb, tokens)[:, :-1], axis=-1)
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-
-
-def probe_scores(w: Weights, emb: Embeddings):
-    """The two memory probes, each (N, N).
-
-    - W_O^2: S_O[k, y] = u_y^T W_O^2 W_V^2 e_k (embed -> W_V -> W_O -> unembed); the correct
-      class of token k is k (a copied token must be predicted).
-    - W_K^2: S_K[k, j] = e_k^T W_K^2 (W_O^1 W_V^1 e_j): the attention score of a query whose
-      current token is k against a key that holds the value-mapped (layer-1 written)
-      previous token j. The correct key of query k is j = k (an earlier occurrence of k).
+    >>> p = init_params(ModelConfig(d=8), jax.random.key(0), N=5, T=4)
+    >>> [s.shape for s in probe_scores(p, jnp.array([0, 2]))]
+    [(5, 5), (2, 2)]
     """
-    S_O = emb.E @ (w.WO2 @ w.WV2).T @ emb.U.T
-    S_K = emb.E @ w.WK2 @ (w.WO1 @ w.WV1) @ emb.E.T
+    S_O = p.E @ (p.WO2 @ p.WV2).T @ p.U.T
+    Ek = p.E if key_tokens is None else p.E[key_tokens]
+    S_K = Ek @ p.WK2 @ (p.WO1 @ p.WV1) @ Ek.T
     return S_O, S_K
 
 
-def probe_margins(S: Float[Array, "N N"]) -> Float[Array, " N"]:
-    """margin of row k: S[k, k] - max_{j != k} S[k, j]."""
-    N = S.shape[0]
-    eye = jnp.eye(N, dtype=bool)
+def probe_margins(S: Float[Array, "n n"]) -> Float[Array, " n"]:
+    """The margin of each row k: S[k, k] − max_{j ≠ k} S[k, j].
+
+    >>> probe_margins(jnp.array([[2.0, 1.0], [0.0, -1.0]])).tolist()
+    [1.0, -1.0]
+    """
+    n = S.shape[0]
+    eye = jnp.eye(n, dtype=bool)
     return jnp.diagonal(S) - jnp.max(jnp.where(eye, -jnp.inf, S), axis=1)
+
+
+# ------------------------------------------------------------- ideal key memories
+def ideal_keys(p: Params, beta1: float = 20.0, beta2: float = 20.0) -> Params:
+    """The outer-product key memories of Bietti et al., Sec. 5, for the frozen W_V^1, W_O^1.
+
+    - W_K^1 = c1 sum_t p_t p_{t-1}^T: the query p_t matches the key p_{t-1} (a
+      previous-token head).
+    - W_K^2 = c2 sum_k e_k (R e_k)^T with R = W_O^1 W_V^1: the query e_{z_t} matches a
+      position s where layer 1 wrote R e_{z_{s-1}} with z_{s-1} = z_t (an induction head).
+
+    c1, c2 make the matching attention logit about `beta1`, `beta2` (they divide by the mean
+    squared norms, so one beta serves N(0, I) and N(0, I/d) embeddings). Other arrays are
+    unchanged.
+
+    >>> p = init_params(ModelConfig(d=8), jax.random.key(0), N=5, T=4)
+    >>> ideal_keys(p).WK1.shape
+    (8, 8)
+    """
+    d = p.d
+    root = float(np.sqrt(d))
+    P, E = p.P, p.E
+    R = p.WO1 @ p.WV1
+    RE = E @ R.T
+    nP = jnp.mean(jnp.sum(P * P, -1))
+    nE = jnp.mean(jnp.sum(E * E, -1))
+    nR = jnp.mean(jnp.sum(RE * RE, -1))
+    WK1 = beta1 * root * P[1:].T @ P[:-1] / nP**2
+    WK2 = beta2 * root * E.T @ RE / (nE * nR)
+    return p.replace(WK1=WK1.astype(DTYPE), WK2=WK2.astype(DTYPE))
+
+
+def refine_keys(p: Params, data, key: PRNGKeyArray, steps: int = 300, batch: int = 8, lr1: float = 0.2,
+                lr2: float = 0.1, sqrtd: bool = True) -> Params:
+    """Refine the two key memories on their own attention objectives with Adam.
+
+    With d = 64 and T = 256 the outer-product memories are swamped by cross-talk in the
+    residual stream. W_K^1 minimises the cross-entropy of layer-1 attention against the
+    previous position; then W_K^2 minimises −log of the layer-2 attention mass that a
+    position t whose next token is counted (`counts[t + 1] >= 2`) puts on positions s with
+    z_{s−1} = z_t (those hold the output to copy). Only W_K^1, then only W_K^2, move.
+    """
+    import optax
+
+    from . import _data
+
+    T = data.seq_len
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    scale = float(1.0 / np.sqrt(p.d)) if sqrtd else 1.0
+
+    def loss1(A, tokens, counts):
+        X = p.E[tokens] + p.P[None, :T]
+        logits = jnp.einsum("btd,de,bse->bts", X, A, X) * scale
+        logp = jax.nn.log_softmax(jnp.where(causal[None], logits, -jnp.inf), axis=-1)
+        return -jnp.mean(jnp.diagonal(logp[:, 1:, :-1], axis1=1, axis2=2))
+
+    def loss2(A, tokens, counts, w):
+        h1 = jax.vmap(lambda z: hidden(w, z, sqrtd)[0])(tokens)
+        logits = jnp.einsum("btd,de,bse->bts", h1, A, h1) * scale
+        logp = jax.nn.log_softmax(jnp.where(causal[None], logits, -jnp.inf), axis=-1)
+        prev = jnp.concatenate([jnp.full_like(tokens[:, :1], -1), tokens[:, :-1]], axis=1)
+        good = (tokens[:, :, None] == prev[:, None, :]) & causal[None] & (jnp.arange(T)[None, None, :] >= 1)
+        mass = jax.nn.logsumexp(jnp.where(good, logp, -jnp.inf), axis=-1)
+        on = counts[:, 1:] >= 2
+        return -jnp.sum(jnp.where(on, mass, 0.0)) / jnp.maximum(jnp.sum(on), 1)
+
+    def fit(A0, lr, loss, k, *extra):
+        opt = optax.adam(lr)
+
+        def step(carry, kk):
+            A, state = carry
+            tokens, counts = _data.sample(data, kk, batch)
+            g = jax.grad(loss)(A, tokens[:, :T], counts, *extra)
+            updates, state = opt.update(g, state)
+            return (optax.apply_updates(A, updates), state), None
+
+        (A, _), _ = jax.lax.scan(step, (A0, opt.init(A0)), jax.random.split(k, steps))
+        return A
+
+    k1, k2 = jax.random.split(key)
+    p = p.replace(WK1=fit(p.WK1, lr1, loss1, k1))
+    return p.replace(WK2=fit(p.WK2, lr2, loss2, k2, p))

@@ -1,30 +1,29 @@
-"""The particle prediction for `--train wo2`, and how well it agrees with the Transformer.
+"""The particle prediction of the W_O^2 memory, and how well it tracks the Transformer.
 
-In `wo2` only W_O^2 moves; every other matrix is frozen, so at an induction position t the
-layer-2 attention output v_t = W_V^2 sum_s a_ts h^1_s and the direct-path logits
-b_t = U h^1_t do not depend on W_O^2, and the logits are b_t + U W_O^2 v_t: a linear
-associative memory in W_O^2 with input embedding v_t, unembeddings U, target z_{t+1} and
-initial scores b_t. Two particle problems follow.
+When W_O^2 alone learns (modes `wo2`, `wo2_identity`), every other array is frozen, so at a
+position t the layer-2 attention output v_t = W_V^2 sum_s a^2_ts h^1_s and the direct-path
+logits b_t = U h^1_t do not depend on W_O^2, and the logits are b_t + U W_O^2 v_t: a linear
+associative memory in W_O^2 with input embeddings v_t, output embeddings U (the rows of the
+frozen output matrix), target z_{t+1} and initial scores b_t + U W_O^2(0) v_t.
 
-- `pool_problem` (exact): one particle per induction position of a fixed pool of sampled
-  sequences (equal weights p), with S0 = b + V W_0^T U^T, plus one massless particle
-  (p = 0) per token k with input W_V^2 e_k: it feels and exerts no force, but its scores
-  are the W_O^2 memory probe u_y^T W_O^2 W_V^2 e_k, so its margins are the probe margins.
-  With the "induction" objective (the authors' loss, a mean over induction positions) one
-  SGD step of size eta on the Transformer is, in expectation over batches, one GD step of
-  size eta on this problem's population loss; the pool replaces the population.
-- `memory_problem` (idealised): the token memory of paper-notes section 1, one particle per
-  copied token o with input W_V^2 e_o, weight p(o), target o, S0 = 0. It assumes one-hot
-  layer-2 attention onto the copied token, no positional or previous-token part in v_t and
-  no direct path (b_t = 0).
+[`memory_problem`][] builds that problem as a `particles.Problem`: one particle per counted
+position of a pool of sampled sequences (equal weights: the authors' loss is a mean over
+counted positions), plus one massless particle (p = 0) per token k with input W_V^2 e_k: it
+feels and exerts no force, and its scores are the W_O^2 probe u_y . W_O^2 W_V^2 e_k, so its
+margins are the probe margins the Transformer logs. One full-batch `particles.gd` step on the
+pool is one SGD step of the Transformer on the same sequences (a test checks it to float
+tolerance); on fresh batches it is that step in expectation, and `particles.sgd` with the
+batch's number of counted positions adds minibatch noise of the same size.
 
-With the objective "all" (mean over all B (T - 1) positions), the induction part of the
-gradient is scaled by the fraction `frac` of induction positions (eta_eff = frac * eta),
-and W_O^2 also gets gradient from the other positions, which neither problem models.
-`particles.gd` runs in float64.
+Not modelled: weight decay (`particles.gd` and `particles.sgd` have none; the Transformer's
+W <- (1 − lr wd) W shrinks W_O^2 by 2% a step at lr = 200, wd = 1e-4), momentum, and the
+correlation of the positions of one sequence (they share its trigger outputs; `sgd` draws
+positions independently). The particles run in float64.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import equinox as eqx
 import jax
@@ -32,167 +31,208 @@ import jax.numpy as jnp
 import numpy as np
 
 import particles
+from particles import _events
 
-from . import _model
+from . import _data, _model
 
-
-def memory_problem(setup_) -> particles.Problem:
-    """The idealised token memory W_O^2 solves (targets f*(o) = o, W0 = W_O^2 at start)."""
-    emb, w0 = setup_.emb, setup_.w0
-    E = np.asarray(emb.E, np.float64) @ np.asarray(w0.WV2, np.float64).T
-    U = np.asarray(emb.U, np.float64)
-    N = E.shape[0]
-    return particles.Problem.from_embeddings(E, U, np.asarray(setup_.p, np.float64), np.arange(N),
-                                             W0=np.asarray(w0.WO2, np.float64))
+_layer2_inputs = eqx.filter_jit(_model.layer2_inputs, )
 
 
-_layer2_inputs = eqx.filter_jit(_model.layer2_inputs)
+def pool_arrays(p0: _model.Params, tokens, counts, objective: str = "head", *, sqrtd: bool = True, batch: int = 64):
+    """The W_O^2 problem's particles on given sequences.
 
+    **Arguments:** the frozen weights `p0`; `tokens`, `counts` (n, T + 1) from [`sample`][];
+    `objective` ("head": positions with counts >= 2; "all": every position).
 
-def pool_problem(setup_, n_sequences: int = 512, n_particles: int | None = 3000, *, key=None, batch: int = 64):
-    """The exact particle problem of `wo2` on a pool of `n_sequences` sampled sequences.
-
-    At most `n_particles` induction positions are kept (a uniform subsample, seeded).
-
-    **Returns:** `(problem, n_pool)`: rows 0..n_pool-1 are the induction positions of the
-    pool (p = 1/n_pool each, S0 = b_t + U W_O^2 v_t); the last N rows are the massless
-    probe particles of the tokens (their margins are the W_O^2 probe margins).
+    **Returns:** `(V, B, Y)` float64/int: inputs v_t (n_pos, d), offsets b_t (n_pos, N) and
+    targets (n_pos,) of the selected positions, in row-major order of (sequence, position).
     """
-    emb, w0, data = setup_.emb, setup_.w0, setup_.data
-    key = jax.random.key(12345) if key is None else key
+    tokens, counts = np.asarray(tokens), np.asarray(counts)
+    T = tokens.shape[1] - 1
     V, B, Y = [], [], []
-    sample = eqx.filter_jit(lambda d, k: d.sample(k, batch))
-    for i in range(max(1, n_sequences // batch)):
-        b = sample(data, jax.random.fold_in(key, i))
-        v, off = (np.asarray(a, np.float64) for a in _layer2_inputs(w0, emb, b.tokens))
-        ind = np.asarray(b.induction)
-        V.append(v[ind])
-        B.append(off[ind])
-        Y.append(np.asarray(b.tokens)[:, 1:][ind[:, :-1]])
-    V, B, Y = np.concatenate(V), np.concatenate(B), np.concatenate(Y)
+    for i in range(0, len(tokens), batch):
+        x = jnp.asarray(tokens[i:i + batch, :T])
+        vt, bt = (np.asarray(a, np.float64) for a in _layer2_inputs(p0, x, sqrtd))
+        on = counts[i:i + batch, 1:] >= 2 if objective == "head" else np.ones_like(counts[i:i + batch, 1:], bool)
+        V.append(vt[on])
+        B.append(bt[on])
+        Y.append(tokens[i:i + batch, 1:][on])
+    return np.concatenate(V), np.concatenate(B), np.concatenate(Y)
+
+
+def problem_from_arrays(p0: _model.Params, V, B, Y) -> particles.Problem:
+    """The `particles.Problem` of W_O^2 on positions (V, B, Y), with the N probe particles last.
+
+    Rows 0..n−1: the positions, p = 1/n, S0 = b_t + U W_O^2(0) v_t, target z_{t+1}; rows
+    n..n+N−1: the probes, p = 0, input W_V^2 e_k, target k.
+
+    >>> p0 = _model.init_params(_model.ModelConfig(d=4), jax.random.key(0), N=3, T=2)
+    >>> prob = problem_from_arrays(p0, np.ones((2, 4)), np.zeros((2, 3)), np.array([0, 1]))
+    >>> prob.N, prob.M
+    (5, 3)
+    """
+    n, N = len(Y), p0.E.shape[0]
+    if n == 0:
+        raise ValueError("the pool has no counted positions: use more or longer sequences.")
+    E_probe = np.asarray(p0.E, np.float64) @ np.asarray(p0.WV2, np.float64).T
+    X = np.concatenate([np.asarray(V, np.float64), E_probe])
+    U = np.asarray(p0.U, np.float64)
+    p = np.concatenate([np.full(n, 1.0 / n), np.zeros(N)])
+    targets = np.concatenate([np.asarray(Y), np.arange(N)])
+    problem = particles.Problem.from_embeddings(X, U, p, targets, W0=np.asarray(p0.WO2, np.float64))
+    offset = jnp.asarray(np.concatenate([np.asarray(B, np.float64), np.zeros((N, N))]), problem.dtype)
+    # The direct path b_t is the `offset` (scores not from W_O^2: weight decay leaves them);
+    # S0 is no longer E W0^T U^T, so W0 goes (nothing rebuilds S0 from it).
+    return eqx.tree_at(lambda m: (m.S0, m.W0, m.offset), problem, (problem.S0 + offset, None, offset),
+                       is_leaf=lambda x: x is None)
+
+
+def memory_problem(data: _data.DataConfig, p0: _model.Params, *, objective: str = "head", n_sequences: int = 256,
+                   n_particles: Optional[int] = 8000, seed: int = 12345, sqrtd: bool = True):
+    """The W_O^2 problem on a pool of `n_sequences` fresh sequences (at most `n_particles`
+    positions, a uniform seeded subsample: the dense Gram matrix of the pool costs 8 n^2 bytes).
+
+    **Returns:** `(problem, info)`; `info` holds `n_pool` (positions kept), `per_sequence`
+    (counted positions per sequence before subsampling) and `copied` ((N,), the law of the
+    target at the pool's positions).
+    """
+    tokens, counts = _data._sample_jit(data, jax.random.key(seed), n_sequences)
+    V, B, Y = pool_arrays(p0, tokens, counts, objective, sqrtd=sqrtd)
+    per_sequence = len(Y) / n_sequences
     if n_particles is not None and len(Y) > n_particles:
-        # Positions of one sequence share its output: many sequences, few positions each,
-        # covers the outputs; a uniform subsample keeps the objective's position weighting.
-        keep = np.sort(np.random.default_rng(0).choice(len(Y), n_particles, replace=False))
+        keep = np.sort(np.random.default_rng(seed).choice(len(Y), n_particles, replace=False))
         V, B, Y = V[keep], B[keep], Y[keep]
-    n_pool, N = len(Y), emb.E.shape[0]
-    if n_pool == 0:
-        raise ValueError(f"n_sequences={n_sequences} is not allowed: the pool has no induction positions.")
-    E_probe = np.asarray(emb.E, np.float64) @ np.asarray(w0.WV2, np.float64).T
-    X = np.concatenate([V, E_probe])
-    U = np.asarray(emb.U, np.float64)
-    p = np.concatenate([np.full(n_pool, 1.0 / n_pool), np.zeros(N)])
-    targets = np.concatenate([Y, np.arange(N)])
-    # From the embeddings so that G_E is applied through X (n >> d); then add the offsets.
-    problem = particles.Problem.from_embeddings(X, U, p, targets, W0=np.asarray(w0.WO2, np.float64))
-    S0 = problem.S0 + jnp.asarray(np.concatenate([B, np.zeros((N, N))]), problem.dtype)
-    return eqx.tree_at(lambda m: (m.S0, m.W0), problem, (S0, None), is_leaf=lambda x: x is None), n_pool
+    copied = np.bincount(Y, minlength=data.N) / max(len(Y), 1)
+    return problem_from_arrays(p0, V, B, Y), dict(n_pool=len(Y), per_sequence=per_sequence, copied=copied)
 
 
-def predict(setup_, lrs, steps: int, *, objective: str = "induction", kind: str = "pool",
-            n_sequences: int = 512, n_particles: int | None = 20000, progress: bool = False) -> dict:
-    """Run `particles.gd` on the `kind` problem ("pool" or "memory") for each eta.
+def sharpness(problem: particles.Problem, iters: int = 60, seed: int = 0) -> float:
+    """The largest Hessian eigenvalue of the pool loss in W_O^2 at the start (power iteration).
 
-    The pool stands in for the population the Transformer samples fresh batches from, so it
-    must be large against the d^2 parameters of W_O^2: at d = 64 (4096 parameters) GD nearly
-    interpolates a pool of 3,000 positions (loss 0.07 after 200 steps at eta = 200, where the
-    Transformer's batch loss stays near 0.5); 20,000 positions (`n_particles`, the default)
-    give 0.29 and all 41,681 positions of 512 sequences 0.31, at about 30 s for four rates.
-
-    **Returns:** dict with `eta_eff` (L,), `loss` (L, S + 1) (pool: the induction loss on
-    the pool; memory: sum_o p(o) CE), `margins` (L, S + 1, N) (the W_O^2 probe margins),
-    `kind`, `problem`.
+    GD with step eta is locally stable where eta < 2 / sharpness.
     """
-    if kind not in ("pool", "memory"):
-        raise ValueError(f"kind={kind!r} is not allowed: use 'pool' or 'memory'.")
-    if objective not in ("induction", "all"):
-        raise ValueError(f"objective={objective!r} is not allowed: use 'induction' or 'all'.")
-    scale = 1.0 if objective == "induction" else setup_.frac
-    eta_eff = np.asarray(lrs, np.float64) * scale
-    N = setup_.emb.E.shape[0]
-    if kind == "memory":
-        problem = memory_problem(setup_)
-        traj = particles.gd(problem, jnp.asarray(eta_eff), steps)
-        margins = np.asarray(traj.margins)
-    else:
-        problem, n_pool = pool_problem(setup_, n_sequences, n_particles)
-        traj = particles.gd(problem, jnp.asarray(eta_eff), steps)
-        margins = np.asarray(traj.margins)[:, :, n_pool:]
-    return dict(eta_eff=eta_eff, loss=np.asarray(traj.loss), margins=margins, kind=kind, problem=problem)
+    n_pool = int(np.sum(np.asarray(problem.p) > 0))
+    arrays = (problem.S0[:n_pool], problem.Y[:n_pool], problem.p[:n_pool], problem.E[:n_pool], problem.U)
+    d = problem.E.shape[1]
+    t = jax.random.normal(jax.random.key(seed), (d, d), problem.dtype)
+    lam = 0.0
+    for _ in range(iters):
+        t = t / jnp.linalg.norm(t)
+        h = _hvp(t, *arrays)
+        lam = float(jnp.vdot(t, h))
+        t = h
+    return lam
 
 
-def spike_steps(loss: np.ndarray, rel: float = 0.05, abs_tol: float = 1e-3) -> np.ndarray:
-    """Steps k where the loss rises: loss[k] > loss[k-1] (1 + rel) + abs_tol."""
-    loss = np.asarray(loss)
-    up = loss[1:] > loss[:-1] * (1 + rel) + abs_tol
-    return np.nonzero(up)[0] + 1
+def _pool_loss(D, S0, Y, p, X, U):
+    # S(W) = S0 + X (W − W0)^T U^T: the loss around the start, D = W − W0.
+    S = S0 + X @ D.T @ U.T
+    return -jnp.sum(p * jnp.sum(Y * jax.nn.log_softmax(S, -1), -1))
 
 
-def large_spikes(loss: np.ndarray, factor: float = 3.0, window: int = 20) -> np.ndarray:
-    """Steps where a loss spike starts: loss[k] > factor * median(loss[k - window : k]).
+@jax.jit
+def _hvp(t, S0, Y, p, X, U):
+    # The arrays are arguments, not closed-over constants: XLA would constant-fold the
+    # whole loss at D = 0 over the pool (minutes of compile time for 10^4 particles).
+    D0 = jnp.zeros_like(t)
+    return jax.jvp(lambda D: jax.grad(_pool_loss)(D, S0, Y, p, X, U), (D0,), (t,))[1]
 
-    Robust to minibatch noise (a batch rarely triples the recent median loss), unlike
-    [`spike_steps`][]. Consecutive such steps are one spike, reported at its first step; the
-    first `window` steps (no history yet) are never spikes.
+
+# `particles.sgd` draws a batch by inverting the cumulative frequencies (B log N a step) and
+# its step costs one pass over the pool whatever B: a paper batch (512 sequences, ~38,000
+# counted positions) is affordable. The caps only guard against absurd sizes.
+SGD_MAX_BATCH = 65536
+SGD_MAX_POOL = 65536
+
+
+def subsample(problem: particles.Problem, n: int, seed: int = 0) -> particles.Problem:
+    """The same problem on at most `n` of its positions (the probe particles kept), reweighted
+    uniformly. The dense Gram matrix is rebuilt for the kept rows only."""
+    p = np.asarray(problem.p)
+    pos = np.nonzero(p > 0)[0]
+    if len(pos) <= n:
+        return problem
+    keep = np.sort(np.random.default_rng(seed).choice(pos, n, replace=False))
+    rows = np.concatenate([keep, np.nonzero(p == 0)[0]])
+    E = np.asarray(problem.E)[rows]
+    w = np.concatenate([np.full(n, 1.0 / n), np.zeros(len(rows) - n)])
+    sub = particles.Problem.from_embeddings(E, np.asarray(problem.U), w, np.asarray(problem.targets)[rows])
+    offset = None if problem.offset is None else jnp.asarray(np.asarray(problem.offset)[rows], sub.dtype)
+    return eqx.tree_at(lambda m: (m.S0, m.offset), sub, (jnp.asarray(np.asarray(problem.S0)[rows], sub.dtype), offset),
+                       is_leaf=lambda x: x is None)
+
+
+def predict(problem: particles.Problem, lrs, steps: int, *, sgd_batch: Optional[int] = None, seed: int = 0,
+            weight_decay: float = 0.0) -> dict:
+    """Run `particles.gd` on the problem (and `particles.sgd` with `sgd_batch` positions a step),
+    with the Transformer's `weight_decay` on W_O^2 (the direct path `problem.offset` stays).
+
+    `particles.sgd` runs on at most `SGD_MAX_POOL` positions of the pool with at most
+    `SGD_MAX_BATCH` positions a step (its batch costs batch x pool a step); a Transformer
+    batch of 512 sequences holds about 38,000 counted positions, so this SGD is noisier
+    (by about sqrt(38000 / 2048) = 4.3 in standard deviation) than the Transformer's.
+
+    **Returns:** a dict of numpy arrays, L = len(lrs), S = steps, N probe tokens: `loss`
+    (L, S + 1) (the pool loss), `margins` (L, S + 1, N) (the probe margins = W_O^2 margins),
+    and, with `sgd_batch`, `sgd_loss`, `sgd_margins` of the same shapes and `sgd_batch_used`.
     """
-    loss = np.asarray(loss, np.float64)
-    hot = np.zeros(loss.shape, bool)
-    if len(loss) > window:
-        # row j is loss[j : j + window], the history of step j + window
-        past = np.median(np.lib.stride_tricks.sliding_window_view(loss[:-1], window), axis=1)
-        hot[window:] = loss[window:] > factor * past
-    start = hot & ~np.concatenate([[False], hot[:-1]])
-    return np.nonzero(start)[0]
+    n_pool = int(np.sum(np.asarray(problem.p) > 0))
+    lrs = jnp.asarray(np.asarray(lrs, np.float64))
+    traj = particles.gd(problem, lrs, steps, weight_decay=weight_decay)
+    out = dict(loss=np.asarray(traj.loss), margins=np.asarray(traj.margins)[:, :, n_pool:])
+    if sgd_batch:
+        small = subsample(problem, SGD_MAX_POOL, seed)
+        n_small = int(np.sum(np.asarray(small.p) > 0))
+        b = int(min(sgd_batch, SGD_MAX_BATCH))
+        st = particles.sgd(small, lrs, steps, b, jax.random.key(seed), weight_decay=weight_decay)
+        out.update(sgd_loss=np.asarray(st.loss), sgd_margins=np.asarray(st.margins)[:, :, n_small:],
+                   sgd_batch_used=b, sgd_pool=n_small)
+    return out
 
 
-def margin_jumps(margins: np.ndarray, rel: float = 0.25, skip: int = 5) -> np.ndarray:
-    """Steps k where some token's margin moves by more than `rel` * max_x |m_k(x)| in one step.
-
-    `margins` (S, N); the first `skip` steps (the fast initial phase) are ignored. A jump
-    followed by a slow relaxation is the oscillation of the paper's large-η memories.
-    """
-    m = np.asarray(margins, np.float64)
-    if len(m) < 2:
-        return np.zeros(0, np.int64)
-    scale = np.max(np.abs(m[:-1]), axis=1)
-    big = np.any(np.abs(np.diff(m, axis=0)) > rel * scale[:, None], axis=1)
-    big[:skip] = False
-    return np.nonzero(big)[0]
+def _corr(a, b) -> float:
+    a, b = np.ravel(a), np.ravel(b)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 2 or a[ok].std() == 0 or b[ok].std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def agreement(train_out: dict, pred: dict, lrs, *, window: int = 2) -> list:
+def agreement(loss, margins, pred: dict, lrs, *, window: int = 2, rel: float = 0.2) -> list:
     """Per step size: how well the particle prediction tracks the Transformer.
 
-    - `margin_corr`, `margin_mae`: Pearson correlation and mean absolute error between the
-      Transformer's W_O^2 margins and the predicted margins, over all steps and tokens.
-    - `loss_mae`: mean |Transformer loss - predicted loss|: for the pool prediction the
-      Transformer's batch induction loss against the pool loss; for the memory prediction
-      the probe loss sum_o p(o) CE of the W_O^2 memory against the memory problem's loss.
-    - `spikes_transformer`, `spikes_particles`: steps where that loss rises by > 5%;
-      `spikes_matched`: the fraction of Transformer spikes with a particle spike within
-      `window` steps (None when there is no Transformer spike).
+    **Arguments:** the Transformer's batch `loss` (L, S) and W_O^2 `margins` (L, S + 1, N);
+    `pred` from [`predict`][] (keys `loss`, `margins`, optionally `sgd_loss`, `sgd_margins`).
+
+    **Returns:** one dict per step size: `margin_corr`, `margin_mae` (Pearson correlation
+    and mean |difference| of the W_O^2 margins, over steps and tokens, against `particles.gd`),
+    `loss_mae` (mean |batch loss − pool loss|), the same three against `particles.sgd`
+    (`sgd_*`, when run); `rises`: steps where the Transformer's batch loss rises by more than
+    `rel` (20%: batch noise at 512 sequences stays below it, `_events.loss_rises`) or a
+    spike starts (`_events.large_spikes`); `gd_rises`: steps where the gd loss rises at all
+    (it has no noise); `sgd_rises`; `rises_matched`: the fraction of Transformer rises with a
+    gd or sgd rise within `window` steps (None without Transformer rises).
     """
     rows = []
     for i, lr in enumerate(lrs):
-        mt = train_out["margins_O"][i]
-        mp = pred["margins"][i][: mt.shape[0]]
-        # pool: its loss is the population induction loss, seen by the Transformer on each batch.
-        lt = train_out["induction_loss" if pred.get("kind") == "pool" else "probe_loss"][i]
-        lp = pred["loss"][i][: lt.shape[0]]
-        ok = np.isfinite(mt).all() and np.isfinite(mp).all()
-        corr = float(np.corrcoef(mt.ravel(), mp.ravel())[0, 1]) if ok and mt.std() > 0 and mp.std() > 0 else float("nan")
-        st, sp = spike_steps(lt), spike_steps(lp)
-        matched = None
-        if st.size:
-            matched = float(np.mean([np.any(np.abs(sp - k) <= window) for k in st]))
-        rows.append(dict(
-            lr=float(lr),
-            eta_eff=float(pred["eta_eff"][i]),
-            margin_corr=corr,
-            margin_mae=float(np.mean(np.abs(mt - mp))),
-            loss_mae=float(np.mean(np.abs(lt - lp))),
-            spikes_transformer=st.tolist(),
-            spikes_particles=sp.tolist(),
-            spikes_matched=matched,
-        ))
+        lt, mt = np.asarray(loss[i], np.float64), np.asarray(margins[i], np.float64)
+        S = len(lt)
+        r = dict(lr=float(lr), margin_corr=_corr(mt, pred["margins"][i]),
+                 margin_mae=float(np.nanmean(np.abs(mt - pred["margins"][i][: len(mt)]))),
+                 loss_mae=float(np.nanmean(np.abs(lt - pred["loss"][i][:S]))))
+        rises = np.union1d(_events.loss_rises(lt, rel=rel), _events.large_spikes(lt))
+        gd_rises = _events.loss_rises(pred["loss"][i][:S], rel=0.0, abs_tol=1e-9)
+        near = [gd_rises]
+        if pred.get("sgd_loss") is not None:
+            sgd_rises = _events.loss_rises(pred["sgd_loss"][i][:S], rel=rel)
+            near.append(sgd_rises)
+            r.update(sgd_margin_corr=_corr(mt, pred["sgd_margins"][i]),
+                     sgd_margin_mae=float(np.nanmean(np.abs(mt - pred["sgd_margins"][i][: len(mt)]))),
+                     sgd_loss_mae=float(np.nanmean(np.abs(lt - pred["sgd_loss"][i][:S]))),
+                     sgd_rises=sgd_rises.tolist())
+        near = np.concatenate(near)
+        r.update(rises=rises.tolist(), gd_rises=gd_rises.tolist(),
+                 rises_matched=(None if rises.size == 0 else
+                                float(np.mean([np.any(np.abs(near - k) <= window) for k in rises]))))
+        rows.append(r)
     return rows

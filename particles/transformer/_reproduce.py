@@ -1,191 +1,382 @@
-"""Experiment driver, files and figures: `run_experiment`, `save_run`, `plot_run`, `reproduce`."""
+"""One experiment as a saved result ([`run`][] -> [`Run`][]) and the paper's experiments
+([`reproduce`][] -> [`Reproduction`][])."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
-import platform
 import time
+from typing import Optional
 
+import jax
 import numpy as np
 
-from .. import _io
-from . import _predict, _train
+from .. import _events
+from .. import _results
+from . import _data, _model, _predict, _train
 
-# Quick settings: both modes together in under 3 minutes on 2 CPU cores (measured 145 s wall:
-# wo2 about 100 s, of which 18 s refine the key memories and 33 s run the particle prediction;
-# all about 45 s). Batches of 128 and 32 sequences keep the minibatch noise below the loss
-# spikes at large eta (with 16 and 4, every step looked like a spike).
-QUICK = dict(wo2=dict(steps=200, batch=128, ds=(64,)), all=dict(steps=200, batch=32, ds=(64,)))
-# The paper's runs, ten times longer. Expected time on 2 CPU cores, scaled from the quick runs
-# (not measured): wo2 about 12 min, all about 20 min (d = 128 costs about 2x d = 64); a GPU
-# brings both to minutes.
-FULL = dict(wo2=dict(steps=2000, batch=128, ds=(64,)), all=dict(steps=2000, batch=32, ds=(64, 128)))
+# ----------------------------------------------------------------- settings
 PAPER_LRS = dict(wo2=(20.0, 50.0, 100.0, 200.0), all=(2.0, 5.0, 10.0, 20.0))
-N_STATS = dict(quick=512, full=4096)
+# The paper's batch and optimizer (the authors' defaults, momentum off as in their `nomo` runs).
+PAPER = dict(batch=512, momentum=0.0, weight_decay=1e-4, d=64)
+# `--full`: 1000 steps, the run length of the authors' README example (the paper's own
+# length is not public). Quick: reduced batch and steps so that both modes finish in
+# minutes on 2 CPU cores; every reduction is written into the result and the figures.
+FULL = dict(wo2=dict(steps=1000, batch=512, lrs=PAPER_LRS["wo2"]), all=dict(steps=1000, batch=512, lrs=PAPER_LRS["all"]))
+QUICK = dict(wo2=dict(steps=120, batch=64, lrs=PAPER_LRS["wo2"]), all=dict(steps=40, batch=16, lrs=PAPER_LRS["all"]))
+# The `all` run whose key matrices start the `wo2` run labelled "all@s".
+START_FROM_ALL = dict(lr=10.0, full_step=300, quick_step=40)
+# Prediction pools: the dense Gram matrix of n particles costs 8 n^2 bytes.
+POOL = dict(full=dict(n_sequences=512, n_particles=12000), quick=dict(n_sequences=128, n_particles=4000))
+# The paper's figure: loss between about 2.4 and 5 over its first 50 records (one record
+# every `eval_delta` = 5 steps in the authors' code).
+WINDOW = dict(low=2.4, high=5.0, records=50, every=5)
 
 
-def versions() -> dict:
-    import jax
+@_results.register("transformer_run")
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+    """One Transformer experiment: the logged training curves of every step size, the
+    particle prediction of W_O^2 (W_O^2-only modes) and their agreement.
 
-    import particles
+    **Fields** (L step sizes, S steps, N = 65 tokens, n rows of the W_K^2 probe):
 
-    return dict(python=platform.python_version(), jax=jax.__version__, numpy=np.__version__,
-                particles=particles.__version__)
+    - `config`: the [`Config`][] as a JSON dict (data, model switches, optimizer, start,
+      seed); `label`: a short name ("wo2 from random keys", ...).
+    - `lrs` (L,); `loss`, `head_loss`, `accuracy` (L, S): batch values before each step.
+    - `margins_O` (L, S + 1, N), `margins_K` (L, S + 1, n): memory probe margins;
+      `key_tokens` (n,): the rows of the W_K^2 probe.
+    - `first_bad_step` (L,): first non-finite loss, else −1.
+    - `pred_loss`, `pred_margins` (`particles.gd` on the pool), `sgd_loss`, `sgd_margins`
+      (`particles.sgd`): (L, S + 1[, N]) or None; `copied` (N,): law of the copied token.
+    - `final`: {name: (L, ...)} final trained arrays; `snapshots`: {step: {"WK1", "WK2":
+      (L, d, d)}}.
+    - `info`: JSON dict: `seconds` (train, predict, total), `sharpness` (λ_max of the W_O^2
+      loss at the start), `n_pool`, `agreement` (per step size, see [`agreement`][]).
 
-
-def run_experiment(config: _train.Config, *, progress: bool = True, n_stat_sequences: int = 1024) -> dict:
-    """Train, predict (wo2) and compare. **Returns:** dict(config, setup, train, prediction, agreement, seconds)."""
-    t0 = time.perf_counter()
-    s = _train.setup(config, n_stat_sequences=n_stat_sequences)
-    out = _train.train(config, s, progress=progress)
-    pred, agree = None, None
-    memory, agree_memory = None, None
-    if config.train == "wo2":
-        pred = _predict.predict(s, config.lrs, config.steps, objective=config.objective, kind="pool")
-        agree = _predict.agreement(out, pred, config.lrs)
-        memory = _predict.predict(s, config.lrs, config.steps, objective=config.objective, kind="memory")
-        agree_memory = _predict.agreement(out, memory, config.lrs)
-    return dict(config=config, setup=s, train=out, prediction=pred, agreement=agree, memory_prediction=memory,
-                agreement_memory=agree_memory, seconds=time.perf_counter() - t0)
-
-
-def summary(run: dict) -> dict:
-    c, out = run["config"], run["train"]
-    res = []
-    for i, lr in enumerate(c.lrs):
-        last = slice(max(0, c.steps - max(1, c.steps // 10)), None)
-        res.append(dict(
-            lr=float(lr),
-            final_loss=float(np.mean(out["loss"][i][last])),
-            final_all_loss=float(np.mean(out["all_loss"][i][last])),
-            loss_rises=int(_predict.spike_steps(out["loss"][i], rel=0.2).size),
-            spikes=_predict.large_spikes(out["loss"][i]).tolist(),
-            margin_jumps=_predict.margin_jumps(out["margins_O"][i]).tolist(),
-            final_induction_accuracy=float(np.mean(out["induction_accuracy"][i][last])),
-            final_probe_loss=float(out["probe_loss"][i][-1]),
-            min_margin_O=float(np.min(out["margins_O"][i][-1])),
-            median_margin_O=float(np.median(out["margins_O"][i][-1])),
-            median_margin_K=float(np.median(out["margins_K"][i][-1])),
-            first_bad_step=int(out["first_bad_step"][i]),
-        ))
-    return dict(config=c.to_dict(), seed=c.seed, versions=versions(), induction_fraction=run["setup"].frac,
-                eta_eff_rule=(None if c.train != "wo2" else "eta_eff = eta" if c.objective == "induction"
-                              else "eta_eff = induction_fraction * eta"),
-                dtype=dict(transformer="float32", prediction="float64"),
-                seconds=run["seconds"], results=res, agreement=run["agreement"],
-                agreement_memory=run.get("agreement_memory"))
-
-
-def _atomic_savez(path: str, **arrays) -> None:
-    _io.atomic_savez(path, arrays)
-
-
-def _atomic_json(path: str, obj) -> None:
-    _io.write_json(path, obj)
-
-
-def save_run(run: dict, out_dir: str, name: str) -> dict:
-    """Write `<name>.npz` (logged arrays) atomically; returns the run's summary."""
-    os.makedirs(out_dir, exist_ok=True)
-    arrays = {k: v for k, v in run["train"].items() if isinstance(v, np.ndarray)}
-    arrays["lrs"] = np.asarray(run["config"].lrs)
-    arrays["p"] = np.asarray(run["setup"].p)
-    if run["prediction"] is not None:
-        arrays["pred_loss"] = run["prediction"]["loss"]
-        arrays["pred_margins"] = run["prediction"]["margins"]
-        arrays["eta_eff"] = run["prediction"]["eta_eff"]
-    if run.get("memory_prediction") is not None:
-        arrays["memory_loss"] = run["memory_prediction"]["loss"]
-        arrays["memory_margins"] = run["memory_prediction"]["margins"]
-    _atomic_savez(os.path.join(out_dir, f"{name}.npz"), **arrays)
-    return summary(run)
-
-
-def _tokens(run: dict, k: int = 5) -> np.ndarray:
-    """Five tokens spread over the frequency range of the copied token (seeded)."""
-    p = np.asarray(run["setup"].p)
-    order = np.argsort(-p)
-    order = order[p[order] > 0]
-    return order[np.linspace(0, len(order) - 1, k).round().astype(int)]
-
-
-def plot_run(runs: list, out_dir: str, name: str) -> list:
-    """The paper's panels for one mode; writes `<name>.png` and `<name>.pdf`."""
-    import matplotlib
-
-    if "MPLBACKEND" not in os.environ:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mode = runs[0]["config"].train
-    ncol = 2 if mode == "wo2" else 3
-    fig, axes = plt.subplots(len(runs), ncol, figsize=(4.2 * ncol, 3.2 * len(runs)), squeeze=False)
-    for r, run in enumerate(runs):
-        c, out, pred = run["config"], run["train"], run["prediction"]
-        colors = plt.cm.viridis(np.linspace(0, 0.9, len(c.lrs)))
-        ax = axes[r, 0]
-        for i, lr in enumerate(c.lrs):
-            ax.plot(out["loss"][i], color=colors[i], lw=0.8, label=f"η={lr:g}")
-            if pred is not None:
-                ax.plot(pred["loss"][i], color=colors[i], lw=1.2, ls="--")
-        ax.set_yscale("log")
-        ax.set_xlabel("iteration (SGD step)")
-        ax.set_ylabel("cross-entropy loss (nats)")
-        ax.set_title(f"{mode} d={c.d}: loss" + (" (dashed: particles on the pool)" if pred else ""),
-                     fontsize=8)
-        ax.legend(fontsize=7)
-        big = len(c.lrs) - 1
-        toks = _tokens(run)
-        tc = plt.cm.tab10(np.arange(len(toks)))
-        panels = [("margins_O", "W_O² margins")] + ([("margins_K", "W_K² margins")] if mode != "wo2" else [])
-        for j, (key, title) in enumerate(panels):
-            ax = axes[r, 1 + j]
-            for t, col in zip(toks, tc):
-                ax.plot(out[key][big][:, t], color=col, lw=0.9, label=f"token {t}")
-                if pred is not None and key == "margins_O":
-                    ax.plot(pred["margins"][big][:, t], color=col, lw=1.2, ls="--")
-            ax.axhline(0, color="k", lw=0.5)
-            ax.set_xlabel("iteration (SGD step)")
-            ax.set_ylabel("margin (correct score − best other)")
-            ax.set_title(f"{title}, η={c.lrs[big]:g}" + (" (dashed: particles)" if pred else ""), fontsize=8)
-            ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths = []
-    for ext in ("png", "pdf"):
-        path = os.path.join(out_dir, f"{name}.{ext}")
-        fig.savefig(path, dpi=120)
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
-
-def reproduce(out_dir: str, quick: bool = True, progress: bool = True) -> dict:
-    """Regenerate the paper's Transformer panels (PNG and PDF) into `out_dir`.
-
-    Runs `wo2` (d = 64, η ∈ {20, 50, 100, 200}, with the particle prediction) and `all`
-    (η ∈ {2, 5, 10, 20}; d = 64 in quick mode, d ∈ {64, 128} in full mode).
-
-    **Returns:** key numbers: per mode and d, final loss and induction accuracy per η, the
-    induction fraction and, for wo2, the agreement with the particle prediction; plus the
-    figure paths and timings.
+    >>> r = Run.empty_for_doc()
+    >>> r.loss.shape, r.label
+    ((1, 2), 'doc')
     """
-    os.makedirs(out_dir, exist_ok=True)
-    settings = QUICK if quick else FULL
-    n_stats = N_STATS["quick" if quick else "full"]
-    report = dict(quick=quick, figures=[], runs={})
+
+    config: dict
+    label: str
+    lrs: np.ndarray
+    loss: np.ndarray
+    head_loss: np.ndarray
+    accuracy: np.ndarray
+    margins_O: np.ndarray
+    margins_K: np.ndarray
+    key_tokens: np.ndarray
+    first_bad_step: np.ndarray
+    pred_loss: Optional[np.ndarray] = None
+    pred_margins: Optional[np.ndarray] = None
+    sgd_loss: Optional[np.ndarray] = None
+    sgd_margins: Optional[np.ndarray] = None
+    copied: Optional[np.ndarray] = None
+    final: dict = dataclasses.field(default_factory=dict)
+    snapshots: dict = dataclasses.field(default_factory=dict)
+    info: dict = dataclasses.field(default_factory=dict)
+
+    # ---------------------------------------------------------- result-file hooks
+    _FIELDS = ("lrs", "loss", "head_loss", "accuracy", "margins_O", "margins_K", "key_tokens", "first_bad_step",
+               "pred_loss", "pred_margins", "sgd_loss", "sgd_margins", "copied")
+
+    def _arrays(self) -> dict:
+        out = {k: getattr(self, k) for k in self._FIELDS if getattr(self, k) is not None}
+        out.update({f"final.{k}": a for k, a in self.final.items()})
+        for step, arrays in self.snapshots.items():
+            out.update({f"snapshot.{step}.{k}": a for k, a in arrays.items()})
+        return {k: np.asarray(a) for k, a in out.items()}
+
+    def _metadata(self) -> dict:
+        return dict(config=self.config, label=self.label, info=self.info, seed=self.config.get("seed"))
+
+    @classmethod
+    def _from_saved(cls, arrays: dict, metadata: dict) -> "Run":
+        kw = {k: arrays.get(k) for k in cls._FIELDS}
+        final = {k[len("final."):]: a for k, a in arrays.items() if k.startswith("final.")}
+        snaps: dict = {}
+        for k, a in arrays.items():
+            if k.startswith("snapshot."):
+                _, step, name = k.split(".")
+                snaps.setdefault(int(step), {})[name] = a
+        return cls(config=metadata["config"], label=metadata["label"], final=final, snapshots=snaps,
+                   info=metadata.get("info") or {}, **kw)
+
+    @classmethod
+    def empty_for_doc(cls) -> "Run":
+        """A tiny run with made-up numbers (for examples and tests of the plumbing)."""
+        z = np.zeros
+        cfg = _train.Config(d=8, lrs=(1.0,), steps=2, batch=2, data=_data.DataConfig.paper(seq_len=8)).to_dict()
+        return cls(config=cfg, label="doc", lrs=np.array([1.0]), loss=np.ones((1, 2)),
+                   head_loss=np.ones((1, 2)), accuracy=z((1, 2)), margins_O=z((1, 3, 2)), margins_K=z((1, 3, 2)),
+                   key_tokens=np.arange(2), first_bad_step=np.array([-1]))
+
+    # ---------------------------------------------------------- numbers
+    def __repr__(self) -> str:
+        L, S = self.loss.shape
+        pred = "with particle prediction" if self.pred_loss is not None else "no prediction"
+        return (f"Run({self.label!r}: {L} step sizes {list(np.round(self.lrs, 6))}, {S} steps, batch "
+                f"{self.config.get('batch')}, {pred}, {self.info.get('seconds', {}).get('total', float('nan')):.0f} s)")
+
+    @property
+    def steps(self) -> int:
+        return self.loss.shape[1]
+
+    def agreement(self) -> Optional[list]:
+        """[`agreement`][] of the Transformer with the particle prediction, from the saved
+        arrays (None without a prediction)."""
+        if self.pred_loss is None:
+            return None
+        pred = dict(loss=self.pred_loss, margins=self.pred_margins, sgd_loss=self.sgd_loss,
+                    sgd_margins=self.sgd_margins)
+        return _predict.agreement(self.loss, self.margins_O, pred, self.lrs)
+
+    def summary(self) -> dict:
+        """JSON-able key numbers: the configuration, [`results`][] per step size, the
+        agreement with the particle prediction, the sharpness at the start and timings."""
+        info = {k: v for k, v in self.info.items() if k != "agreement"}
+        return dict(label=self.label, config=self.config, results=self.results(),
+                    agreement=self.agreement(), info=info)
+
+    def results(self) -> list:
+        """Key numbers per step size (list of dicts, one per entry of `lrs`).
+
+        - `final_loss`, `final_accuracy`: means over the last 10% of steps.
+        - `steps_to`: {level: first step where the 10-step running mean of the loss is below
+          level, or None} for a few levels (speed of learning).
+        - `window`: (min, max) of the loss over the first 50 records (steps 0, 5, ..., 245)
+          and over the first 50 steps, and whether each lies in [2.4, 5] (the paper's plot).
+        - `spikes`: loss spike starts beyond minibatch noise (`_events.large_spikes`);
+          `rises`: count of marked rises (`_events.loss_rises`, rel = 0.2).
+        - `margin_jumps`: steps where a W_O^2 margin jumps (`_events.margin_jumps`);
+          `margin_path`: mean over tokens of sum |Δm| / |m_S − m_0| (1 for a monotone
+          margin; larger when margins oscillate); the same for the gd prediction
+          (`pred_margin_jumps`, `pred_margin_path`, `pred_rises`), which has no batch noise.
+        - `rise_steps`: steps where the batch loss rises by more than 20% (batch noise at 512
+          sequences stays below it); `overshoot`: max loss over steps 1–20 / initial loss
+          (> 1: an initial spike, which `spikes` cannot see: it needs 20 steps of history);
+          `max_loss`; `pred_overshoot` for the gd prediction.
+        - `median_margin_O`, `min_margin_O`, `median_margin_K`: at the end.
+        """
+        out = []
+        S = self.steps
+        last = slice(max(0, S - max(1, S // 10)), None)
+        for i, lr in enumerate(self.lrs):
+            loss = np.asarray(self.loss[i], np.float64)
+            run_mean = np.convolve(loss, np.ones(10) / 10, mode="valid") if S >= 10 else loss
+            levels = (3.5, 3.0, 2.5, 2.0, 1.0)
+            steps_to = {}
+            for lv in levels:
+                hit = np.nonzero(run_mean < lv)[0]
+                steps_to[str(lv)] = None if hit.size == 0 else int(hit[0] + (9 if S >= 10 else 0))
+            rec = loss[:: WINDOW["every"]][: WINDOW["records"]]
+            first = loss[: WINDOW["records"]]
+            m = np.asarray(self.margins_O[i], np.float64)
+            r = dict(
+                lr=float(lr),
+                initial_loss=float(loss[0]),
+                final_loss=float(np.mean(loss[last])),
+                final_accuracy=float(np.mean(self.accuracy[i][last])),
+                steps_to=steps_to,
+                window=dict(records=[float(np.min(rec)), float(np.max(rec))], records_steps=int(len(rec)),
+                            steps=[float(np.min(first)), float(np.max(first))],
+                            records_inside=bool(rec.min() >= WINDOW["low"] and rec.max() <= WINDOW["high"]),
+                            steps_inside=bool(first.min() >= WINDOW["low"] and first.max() <= WINDOW["high"])),
+                spikes=_events.large_spikes(loss).tolist(),
+                rises=int(_events.loss_rises(loss, rel=0.2).size),
+                rise_steps=_events.loss_rises(loss, rel=0.2).tolist(),
+                overshoot=float(np.max(loss[1:21]) / loss[0]) if S > 1 else float("nan"),
+                max_loss=float(np.nanmax(loss)),
+                margin_jumps=_events.margin_jumps(m).tolist(),
+                margin_path=_path_ratio(m),
+                median_margin_O=float(np.median(m[-1])),
+                min_margin_O=float(np.min(m[-1])),
+                median_margin_K=float(np.median(self.margins_K[i][-1])),
+                first_bad_step=int(self.first_bad_step[i]),
+            )
+            if self.pred_margins is not None:
+                pm = np.asarray(self.pred_margins[i], np.float64)
+                pl = np.asarray(self.pred_loss[i], np.float64)
+                r.update(pred_margin_jumps=_events.margin_jumps(pm).tolist(), pred_margin_path=_path_ratio(pm),
+                         pred_rises=_events.loss_rises(pl, rel=0.0, abs_tol=1e-9).tolist(),
+                         pred_overshoot=float(np.max(pl[1:21]) / pl[0]) if len(pl) > 1 else float("nan"),
+                         pred_final_loss=float(pl[-1]))
+            if self.sgd_loss is not None:
+                r.update(sgd_spikes=_events.large_spikes(self.sgd_loss[i]).tolist(),
+                         sgd_margin_path=_path_ratio(np.asarray(self.sgd_margins[i], np.float64)))
+            out.append(r)
+        return out
+
+
+def _path_ratio(m: np.ndarray) -> float:
+    """Median over tokens of the margin's path length over its net change (1: monotone).
+
+    The median: a token whose margin ends where it started has an unbounded ratio."""
+    m = m[np.all(np.isfinite(m), axis=1)]
+    if len(m) < 2:
+        return float("nan")
+    path = np.sum(np.abs(np.diff(m, axis=0)), axis=0)
+    net = np.abs(m[-1] - m[0])
+    ok = net > 1e-9
+    return float(np.median(path[ok] / net[ok])) if ok.any() else float("nan")
+
+
+# ----------------------------------------------------------------- one experiment
+def run(config: _train.Config, *, label: Optional[str] = None, p0=None, predict: bool = True,
+        pool: Optional[dict] = None, sgd: bool = True, progress: bool = False) -> Run:
+    """Train (every step size), and for the W_O^2-only modes predict W_O^2 with particles.
+
+    **Arguments:**
+
+    - `config`: the [`Config`][].
+    - `label`: a short name for figures and tables (default: mode and start).
+    - `p0`: starting weights (default [`initial_params`][]).
+    - `predict`: run the particle prediction (W_O^2-only modes).
+    - `pool`: `n_sequences`, `n_particles` of the prediction pool (default: 256, 8000).
+    - `sgd`: also run `particles.sgd` with the batch's number of counted positions.
+
+    **Returns:** a [`Run`][].
+
+    >>> cfg = _train.Config(d=8, lrs=(1.0,), steps=2, batch=2, data=_data.DataConfig.paper(seq_len=8))
+    >>> run(cfg, pool=dict(n_sequences=8, n_particles=None)).pred_margins.shape
+    (1, 3, 65)
+    """
     t0 = time.perf_counter()
-    for mode in ("wo2", "all"):
-        runs = []
-        for d in settings[mode]["ds"]:
-            c = _train.Config(train=mode, d=d, lrs=PAPER_LRS[mode], steps=settings[mode]["steps"],
-                              batch=settings[mode]["batch"])
-            run = run_experiment(c, progress=progress, n_stat_sequences=n_stats)
-            s = save_run(run, out_dir, f"transformer_{mode}_d{d}")
-            report["runs"][f"{mode}_d{d}"] = dict(
-                seconds=s["seconds"], induction_fraction=s["induction_fraction"],
-                results=s["results"], agreement=s["agreement"], agreement_memory=s["agreement_memory"])
-            runs.append(run)
-        report["figures"] += plot_run(runs, out_dir, f"transformer_{mode}")
-    report["seconds"] = time.perf_counter() - t0
-    _atomic_json(os.path.join(out_dir, "transformer_summary.json"), report)
-    return report
+    p0 = _train.initial_params(config, progress=progress) if p0 is None else p0
+    t_init = time.perf_counter() - t0
+    out = _train.train(config, p0, progress=progress)
+    info = dict(seconds=dict(init=t_init, train=out["seconds"]))
+    kw = {}
+    if predict and config.trainable_names == ("WO2",):
+        t1 = time.perf_counter()
+        pool = {**dict(n_sequences=256, n_particles=8000), **(pool or {})}
+        problem, pinfo = _predict.memory_problem(config.data, p0, objective=config.objective,
+                                                 sqrtd=config.attention_sqrtd, **pool)
+        # Positions per SGD step: the counted positions of one Transformer batch.
+        sgd_batch = max(1, round(pinfo["per_sequence"] * config.batch)) if sgd else None
+        pred = _predict.predict(problem, config.lrs, config.steps, sgd_batch=sgd_batch, seed=config.seed,
+                                weight_decay=config.weight_decay)
+        info["sharpness"] = _predict.sharpness(problem)
+        info["n_pool"] = pinfo["n_pool"]
+        info["sgd_batch"] = pred.get("sgd_batch_used")
+        info["sgd_pool"] = pred.get("sgd_pool")
+        info["transformer_positions_per_batch"] = sgd_batch
+        info["agreement"] = _predict.agreement(out["loss"], out["margins_O"], pred, config.lrs)
+        info["seconds"]["predict"] = time.perf_counter() - t1
+        kw = dict(pred_loss=pred["loss"], pred_margins=pred["margins"], sgd_loss=pred.get("sgd_loss"),
+                  sgd_margins=pred.get("sgd_margins"), copied=pinfo["copied"])
+    info["seconds"]["total"] = time.perf_counter() - t0
+    names = config.trainable_names
+    final = {n: np.asarray(getattr(out["params"], n)) for n in names}
+    snaps = {s: {n: np.asarray(getattr(p, n)) for n in ("WK1", "WK2")} for s, p in out["snapshots"].items()}
+    key_tokens = config.key_tokens()
+    return Run(config=config.to_dict(), label=label or (config.mode + (f" from {config.start} keys" if config.start
+                                                                      else "")),
+               lrs=np.asarray(config.lrs), loss=out["loss"], head_loss=out["head_loss"], accuracy=out["accuracy"],
+               margins_O=out["margins_O"], margins_K=out["margins_K"],
+               key_tokens=np.arange(config.data.N) if key_tokens is None else key_tokens,
+               first_bad_step=out["first_bad_step"], final=final, snapshots=snaps, info=info, **kw)
+
+
+# ----------------------------------------------------------------- the paper's experiments
+@_results.register("transformer_reproduction")
+@dataclasses.dataclass(frozen=True, eq=False)
+class Reproduction:
+    """The paper's Transformer experiments: named [`Run`][]s and how they were run.
+
+    **Fields:** `runs` ({name: Run}: "all", "wo2_random", "wo2_from_all", "wo2_ideal",
+    "wo2_identity"), `quick` (reduced settings), `info` (JSON: seconds per run and in
+    total, the settings and what was reduced against the paper).
+
+    >>> rep = Reproduction(runs=dict(a=Run.empty_for_doc()), quick=True, info={})
+    >>> sorted(rep._arrays())[:2]
+    ['a::accuracy', 'a::first_bad_step']
+    """
+
+    runs: dict
+    quick: bool
+    info: dict
+
+    def _arrays(self) -> dict:
+        return {f"{name}::{k}": a for name, r in self.runs.items() for k, a in r._arrays().items()}
+
+    def _metadata(self) -> dict:
+        return dict(quick=self.quick, info=self.info, runs={n: r._metadata() for n, r in self.runs.items()})
+
+    @classmethod
+    def _from_saved(cls, arrays: dict, metadata: dict) -> "Reproduction":
+        runs = {}
+        for name, meta in metadata["runs"].items():
+            mine = {k.split("::", 1)[1]: a for k, a in arrays.items() if k.split("::", 1)[0] == name}
+            runs[name] = Run._from_saved(mine, meta)
+        return cls(runs=runs, quick=bool(metadata["quick"]), info=metadata.get("info") or {})
+
+    def summary(self) -> dict:
+        """JSON-able key numbers: per run, its [`Run.summary`][]; timings and settings."""
+        return dict(quick=self.quick, info=self.info, runs={n: r.summary() for n, r in self.runs.items()})
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{n} ({r.loss.shape[1]} steps)" for n, r in self.runs.items())
+        return f"Reproduction(quick={self.quick}: {names}; {self.info.get('seconds', {}).get('total', float('nan')):.0f} s)"
+
+
+def settings(quick: bool) -> dict:
+    """The settings of [`reproduce`][]: per run name, the [`Config`][] fields and label."""
+    S = QUICK if quick else FULL
+    s_all = START_FROM_ALL["quick_step" if quick else "full_step"]
+    wo2 = dict(steps=S["wo2"]["steps"], batch=S["wo2"]["batch"], lrs=S["wo2"]["lrs"])
+    lrs_all = S["all"]["lrs"]
+    return {
+        "all": dict(config=dict(mode="all", snapshot_steps=(s_all,), **S["all"]), label="all (W_K¹, W_K², W_O²)"),
+        "wo2_random": dict(config=dict(mode="wo2", start="random", **wo2), label="wo2 from random keys"),
+        "wo2_from_all": dict(config=dict(mode="wo2", start="all", start_step=s_all, start_lr=START_FROM_ALL["lr"],
+                                         **wo2), label=f"wo2 from all@{s_all} keys (η={START_FROM_ALL['lr']:g})",
+                             from_all=lrs_all.index(START_FROM_ALL["lr"])),
+        "wo2_ideal": dict(config=dict(mode="wo2", start="ideal", **wo2), label="wo2 from ideal keys"),
+        "wo2_identity": dict(config=dict(mode="wo2_identity", **wo2), label="wo2_identity (pre-#14 setting)"),
+    }
+
+
+def reproduce(out_dir: Optional[str] = None, quick: bool = True, progress: bool = False, *,
+              seed: int = 0) -> Reproduction:
+    """Run the paper's Transformer experiments in the faithful setting; save them.
+
+    `all` (W_K^1, W_K^2, W_O^2 learn) and `wo2` (W_O^2 alone) from three labelled starting
+    points: random key matrices (the paper's `wo2only`), the key matrices of the `all` run
+    at step s, and the ideal key memories; plus `wo2_identity`, the project's setting before
+    issue #14, to show where its spikes came from. Every W_O^2 run carries the particle
+    prediction (`particles.gd`, and with `quick=False` also `particles.sgd`, at the same η).
+
+    **Arguments:** `out_dir` (when given, the result is written to `out_dir/transformer.npz`),
+    `quick` (reduced batch, steps and step sizes: see `QUICK`; False: the paper's batch
+    512 and the 1000 steps of `FULL`), `progress` (bars on stderr), `seed`.
+
+    **Returns:** a [`Reproduction`][]; plot it with `analysis._transformer.plot_runs` and
+    describe it with `analysis._transformer.report_section`.
+    """
+    t0 = time.perf_counter()
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+    pool = POOL["quick" if quick else "full"]
+    runs, seconds = {}, {}
+    for name, spec in settings(quick).items():
+        t1 = time.perf_counter()
+        cfg = _train.Config(seed=seed, **spec["config"])
+        p0 = None
+        if "from_all" in spec:
+            snap = runs["all"].snapshots[cfg.start_step]
+            base = _train.initial_params(dataclasses.replace(cfg, start="random"))
+            p0 = base.replace(**{k: jax.numpy.asarray(snap[k][spec["from_all"]]) for k in ("WK1", "WK2")})
+        # particles.sgd costs (batch x pool) Gumbel draws a step: the paper-setting runs only.
+        runs[name] = run(cfg, label=spec["label"], p0=p0, pool=pool, sgd=not quick, progress=progress)
+        seconds[name] = time.perf_counter() - t1
+    seconds["total"] = time.perf_counter() - t0
+    reduced = dict(QUICK=QUICK, paper=dict(PAPER, lrs=PAPER_LRS)) if quick else None
+    rep = Reproduction(runs=runs, quick=quick, info=dict(seconds=seconds, reduced=reduced, pool=pool,
+                                                         settings={n: s["label"] for n, s in settings(quick).items()}))
+    if out_dir is not None:
+        _results.save(os.path.join(out_dir, "transformer.npz"), rep, extra=dict(seed=seed))
+    return rep
