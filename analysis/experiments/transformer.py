@@ -14,5 +14,5 @@ def run(ctx) -> Section:
 
     from .. import transformer_figures, transformer_report_section
 
-    result = transformer.reproduce(quick=not ctx.full, progress=ctx.progress)
+    result = transformer.reproduce(quick=not ctx.full, claims=ctx.claims, progress=ctx.progress)
     return Section(transformer_figures(result), transformer_report_section(result), result.summary())
