@@ -12,8 +12,9 @@ Two regimes need two strategies, chosen from the problem (`solver=None`):
   r_U × r_E coordinates K with an implicit, L-stable solver (Kvaerno5; its dense Jacobian
   is (r_U r_E)², tiny for d ≤ 32).
 
-In both, a steady-state event stops the solve once |dS/ds| ≤ atol + rtol·|S| (the flow has
-converged to tolerance in log-time); the saved times past it hold the final state.
+On the span coordinates a steady-state event stops the solve once |dS/ds| ≤ atol + rtol·|S|
+(the flow has converged to tolerance in log-time); the saved times past it hold the final
+state.
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ def _coordinates(problem: Problem, solver):
 # ------------------------------------------------------------------ solve
 @eqx.filter_jit
 def _solve(coords, y0, s0, s1, s_ts, rtol, atol, solver, max_steps: int, save_scores: bool, progress: bool):
+    # A steady state exists only with a finite minimiser (the span coordinates); on the
+    # scores of a separable problem the margins grow forever and the event would only cost
+    # compile time.
+    steady_stop = isinstance(coords, Reduced)
     import diffrax
 
     problem = coords.problem
@@ -125,16 +130,17 @@ def _solve(coords, y0, s0, s1, s_ts, rtol, atol, solver, max_steps: int, save_sc
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(coords.field), solver, t0=s0, t1=s1, dt0=None, y0=y0, saveat=save,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
-        event=diffrax.Event(diffrax.steady_state_event(rtol=rtol, atol=atol)),
+        event=diffrax.Event(diffrax.steady_state_event(rtol=rtol, atol=atol)) if steady_stop else None,
         progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
     )
     rows, final, s_end = sol.ys[0], sol.ys[1][-1], sol.ts[1][-1]
     steady = sol.result == diffrax.RESULTS.event_occurred
-    # Past a steady state the flow stays put: the saved times after it hold the final state.
-    last = observe(s_end, final, None)
-    after = s_ts > s_end
-    rows = jax.tree_util.tree_map(
-        lambda r, f: jnp.where(steady & after.reshape((-1,) + (1,) * (r.ndim - 1)), f, r), rows, last)
+    if steady_stop:
+        # Past a steady state the flow stays put: the saved times after it hold the final state.
+        last = observe(s_end, final, None)
+        after = s_ts > s_end
+        rows = jax.tree_util.tree_map(
+            lambda r, f: jnp.where(steady & after.reshape((-1,) + (1,) * (r.ndim - 1)), f, r), rows, last)
     ok = (sol.result == diffrax.RESULTS.successful) | steady
     status = jnp.where(ok, jnp.where(jnp.all(jnp.isfinite(final)), Status.OK, Status.NON_FINITE),
                        jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, Status.MAX_STEPS,

@@ -3,6 +3,7 @@ and Zipf frequencies."""
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -74,8 +75,12 @@ def two_particles(corr: float | Array, p1: float | Array, *, dtype=None) -> Prob
     dtype = default_dtype() if dtype is None else dtype
     v.check_in_range("corr", corr, -1.0, 1.0)
     v.check_in_range("p1", p1, 0.0, 1.0)
-    corr = jnp.asarray(corr, dtype)
-    p1 = jnp.asarray(p1, dtype)
+    return _two_particles(jnp.asarray(corr, dtype), jnp.asarray(p1, dtype))
+
+
+@jax.jit  # one compiled call (eagerly, each of a dozen operations would compile its own)
+def _two_particles(corr, p1) -> Problem:
+    dtype = corr.dtype
     E = jnp.stack([jnp.array([1.0, 0.0], dtype), jnp.stack([corr, jnp.sqrt(jnp.maximum(1 - corr**2, 0))])])
     U = jnp.eye(2, dtype=dtype)
     return Problem(
@@ -124,11 +129,7 @@ def equicorrelated(
     p = zipf(n, 1.0, dtype=dtype) if p is None else p
     d = max(n, m) if d is None else v.check_count("d", d, max(n, m))
     targets = np.arange(n) % m if targets is None else targets
-    if v.is_concrete(corr):  # numpy for a number: no kernel to compile at start-up
-        E, G_E, U, G_U, S0, W0 = (jnp.asarray(a, dtype) for a in _equicorrelated_geometry(float(corr), n, m, d, np))
-    else:
-        parts = _equicorrelated_geometry_jit(jnp.asarray(corr, dtype), n, m, d)
-        E, G_E, U, G_U, S0, W0 = (a.astype(dtype) for a in parts)
+    E, G_E, U, G_U, S0, W0 = _equicorrelated_geometry(jnp.asarray(corr, dtype), n, m, d)
     return Problem(
         p=_frequencies(p, n, dtype),
         Y=_targets(targets, n, m, dtype),
@@ -143,18 +144,16 @@ def equicorrelated(
     )
 
 
-def _equicorrelated_geometry(c, n: int, m: int, d: int, xp=jnp):
-    """E (rows of the symmetric square root a I + b 11^T of G_E = (1 - c) I + c 11^T, padded
-    to d columns), G_E, U, G_U, S0 and W0, with `xp` = numpy or jax.numpy."""
-    a = xp.sqrt(xp.maximum(1 - c, 0))
-    b = (xp.sqrt(xp.maximum(1 - c + n * c, 0)) - a) / n
-    eye, ones = xp.eye(n), xp.ones((n, n))
-    E = xp.concatenate([a * eye + b * ones, xp.zeros((n, d - n))], axis=1)
-    return E, (1 - c) * eye + c * ones, xp.eye(m, d), xp.eye(m), xp.zeros((n, m)), xp.zeros((d, d))
-
-
-# Traced corr (under jit/vmap): one compiled call, since eagerly each operation compiles.
-_equicorrelated_geometry_jit = jax.jit(_equicorrelated_geometry, static_argnums=(1, 2, 3))
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))  # one compiled call, also under vmap
+def _equicorrelated_geometry(c, n: int, m: int, d: int):
+    """E (rows of the symmetric square root a I + b 11ᵀ of G_E = (1 − c) I + c 11ᵀ, padded
+    to d columns), G_E, U, G_U, S0 and W0."""
+    a = jnp.sqrt(jnp.maximum(1 - c, 0))
+    b = (jnp.sqrt(jnp.maximum(1 - c + n * c, 0)) - a) / n
+    eye, ones = jnp.eye(n, dtype=c.dtype), jnp.ones((n, n), c.dtype)
+    E = jnp.concatenate([a * eye + b * ones, jnp.zeros((n, d - n), c.dtype)], axis=1)
+    return (E, (1 - c) * eye + c * ones, jnp.eye(m, d, dtype=c.dtype), jnp.eye(m, dtype=c.dtype),
+            jnp.zeros((n, m), c.dtype), jnp.zeros((d, d), c.dtype))
 
 
 def random_sphere(
@@ -216,17 +215,25 @@ def frequencies(n: int, *, p1=None, log_odds=None, zipf=None, dtype=None) -> Flo
     given = [k for k, x in (("p1", p1), ("log_odds", log_odds), ("zipf", zipf)) if x is not None]
     if len(given) > 1:
         raise ValueError(f"{' and '.join(given)} are all given: they set the same frequencies; give one.")
-    dtype = default_dtype() if dtype is None else dtype
+    dtype = jnp.dtype(default_dtype() if dtype is None else dtype)
     if p1 is not None:
         v.check_in_range("p1", p1, 0.0, 1.0)
-        p1 = jnp.asarray(p1, dtype)
-        rest = jnp.broadcast_to((1 - p1) / max(n - 1, 1), (n - 1,))
-        return jnp.concatenate([p1[None], rest])
+        return _law(n, "p1", jnp.asarray(p1, dtype))
     if log_odds is not None:
         v.check_finite("log_odds", log_odds)
-        w = jnp.concatenate([jnp.exp(jnp.asarray(log_odds, dtype))[None], jnp.ones(n - 1, dtype)])
-        return w / w.sum()
+        return _law(n, "log_odds", jnp.asarray(log_odds, dtype))
     zipf = 1.0 if zipf is None else zipf
     v.check_finite("zipf", zipf)
-    w = jnp.arange(1, n + 1, dtype=dtype) ** (-jnp.asarray(zipf, dtype))
+    return _law(n, "zipf", jnp.asarray(zipf, dtype))
+
+
+# One compiled call per law and size (called eagerly, each operation would compile its own).
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _law(n: int, kind: str, x):
+    if kind == "p1":
+        return jnp.concatenate([x[None], jnp.broadcast_to((1 - x) / max(n - 1, 1), (n - 1,))])
+    if kind == "log_odds":
+        w = jnp.concatenate([jnp.exp(x)[None], jnp.ones(n - 1, x.dtype)])
+    else:
+        w = jnp.arange(1, n + 1, dtype=x.dtype) ** (-x)
     return w / w.sum()

@@ -152,7 +152,7 @@ def build_problem(args):
         # The paper's basis, so that the γ-plane is the paper's (the equicorrelated pair is the
         # same system rotated: same Grams, same scores).
         corr = args.corr or 0.0
-        problem = particles.two_particles(corr, float(p[0]))
+        problem = particles.two_particles(corr, float(np.asarray(p)[0]))
         geometry = f"the paper's two particles: e1 = (1, 0), e2 = (corr, √(1 − corr²)), corr={corr:g}"
     else:
         corr, d = args.corr or 0.0, args.d or max(n, m)
@@ -192,8 +192,8 @@ def run_all(args, problem, lrs, bars) -> dict:
         if len(lrs) == 1:
             batch = [integrate(problem, rates[0], steps, *extra, save_scores=scores, progress=bars, **save)]
         else:
-            batch = integrate(problem, rates, steps, *extra, save_scores=scores, **save)
-            batch = [batch[k] for k in range(len(lrs))]
+            batch = jax.device_get(integrate(problem, rates, steps, *extra, save_scores=scores, **save))
+            batch = [batch[k] for k in range(len(lrs))]  # numpy members: nothing to compile
         runs = {f"{opt}_lr{k}": jax.device_get(t) for k, t in enumerate(batch)}
     else:
         for k, lr in enumerate(lrs):

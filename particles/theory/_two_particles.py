@@ -14,6 +14,7 @@ for the margins when corr < 0 (see `two_particles_margin_asymptote`).
 
 from __future__ import annotations
 
+import functools
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
@@ -72,15 +73,22 @@ def two_particles_step(
 def two_particles_gd_margins(
     steps: int, lr: Float[ArrayLike, ""], corr: Float[ArrayLike, ""], p1: Float[ArrayLike, ""]
 ) -> Float[Array, "steps+1 2"]:
-    """The margins (m1, m2) of GD from W = 0, steps 0..steps, by iterating [`two_particles_step`][]."""
-    lr, corr, p1 = _float(lr, corr, p1)
+    """The margins (m1, m2) of GD from W = 0, steps 0..steps, by iterating [`two_particles_step`][].
+
+    One compiled scan per number of steps: new values of lr, corr, p1 reuse it.
+    """
+    return _gd_margins(int(steps), *_float(lr, corr, p1))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _gd_margins(steps: int, lr, corr, p1):
 
     def step(m, _):
         new = two_particles_step(m, lr, corr, p1)
         return new, new
 
     m0 = jnp.zeros(lr.shape + (2,), lr.dtype)
-    _, ms = jax.lax.scan(step, m0, None, length=int(steps))
+    _, ms = jax.lax.scan(step, m0, None, length=steps)
     return jnp.concatenate([m0[None], ms], axis=0)
 
 
