@@ -22,6 +22,7 @@ failure.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import sys
 from typing import Sequence
@@ -178,7 +179,24 @@ def build_problem(args):
 
 # ----------------------------------------------------------------- the runs
 def run_all(args, problem, lrs, bars) -> dict:
-    """{name: Trajectory}: the rates in one batched call (gd/sgd), then the flow."""
+    """{name: Trajectory}: the rates in one batched call (gd/sgd), and the flow beside them.
+
+    The flow runs on a second thread: XLA compiles without holding the GIL, so on two cores
+    the flow's compilation overlaps GD's (BENCHMARKS.md, finding 7, measures the gain).
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        flow = None
+        if args.flow:
+            t1 = args.t1 or args.steps * max(lrs)
+            flow_scores = 201 * problem.N * problem.M <= SCORES_BUDGET
+            flow = pool.submit(particles.flow, problem, t1, save_scores=flow_scores)
+        runs = _discrete(args, problem, lrs, bars)
+        if flow is not None:
+            runs["flow"] = jax.device_get(flow.result())
+    return runs
+
+
+def _discrete(args, problem, lrs, bars) -> dict:
     steps = args.steps
     save = (dict(save_every=1) if steps <= SAVE_EVERY_UP_TO
             else dict(save_steps=particles.log_steps(steps, 2000)))
@@ -199,10 +217,6 @@ def run_all(args, problem, lrs, bars) -> dict:
         for k, lr in enumerate(lrs):
             runs[f"{opt}_lr{k}"] = jax.device_get(particles.gd_weights(
                 problem, lr, steps, optimizer=opt, save_scores=scores, progress=bars, **save))
-    if args.flow:
-        t1 = args.t1 or steps * max(lrs)
-        flow_scores = 201 * problem.N * problem.M <= SCORES_BUDGET
-        runs["flow"] = jax.device_get(particles.flow(problem, t1, save_scores=flow_scores))
     return runs
 
 
