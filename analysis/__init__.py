@@ -25,12 +25,14 @@ from ._detectors import (
     sign_flips as sign_flips,
     summarize as summarize,
 )
-from ._plots import (
-    OKABE_ITO as OKABE_ITO,
+from ._gamma import (
     gamma_of_margins as gamma_of_margins,
     gamma_of_scores as gamma_of_scores,
     landscape as landscape,
     plot_landscape as plot_landscape,
+)
+from ._plots import (
+    OKABE_ITO as OKABE_ITO,
     plot_losses as plot_losses,
     plot_margins as plot_margins,
     plot_sharpness as plot_sharpness,
@@ -38,11 +40,8 @@ from ._plots import (
 )
 from ._phase import phase_diagrams as phase_diagrams
 from ._table import Comparison as Comparison, Row as Row
-from ._transformer import (
-    figures as transformer_figures,
-    plot_runs as plot_transformer_runs,
-    report_section as transformer_report_section,
-)
+from ._transformer import figures as transformer_figures, plot_runs as plot_transformer_runs
+from ._transformer_report import report_section as transformer_report_section
 from ._figure import (
     FLOW_TIME as FLOW_TIME,
     figure_for_run as figure_for_run,

@@ -8,9 +8,10 @@ from typing import Optional
 
 import numpy as np
 
-from ._detectors import finite_rows, times
+from ._gamma import gamma_of_margins, gamma_of_scores
+from ._rows import finite_rows, times
 from ._figure import _gamma_panel, is_planar
-from ._plots import OKABE_ITO, gamma_of_margins, gamma_of_scores, plot_margins
+from ._plots import OKABE_ITO, plot_margins
 
 __all__ = ["animate"]
 

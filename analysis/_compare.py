@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from . import _predictions as pred
-from ._detectors import finite_rows
+from ._rows import finite_rows
 from ._table import Comparison
 
 __all__ = ["compare", "regimes", "describe_regime"]

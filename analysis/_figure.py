@@ -10,8 +10,9 @@ import numpy as np
 from particles import theory as th
 
 from ._compare import regimes
-from ._detectors import finite_rows
-from ._plots import OKABE_ITO, _annotate_bad, gamma_of_margins, gamma_of_scores, plot_landscape, plot_losses, plot_margins
+from ._gamma import gamma_of_margins, gamma_of_scores, plot_landscape
+from ._plots import OKABE_ITO, _annotate_bad, plot_losses, plot_margins
+from ._rows import finite_rows
 
 __all__ = ["label_runs", "theory_curves", "figure_for_run", "is_planar", "FLOW_TIME"]
 

@@ -12,7 +12,8 @@ import numpy as np
 from particles import theory as th
 
 from ._table import Row
-from ._detectors import detect_cycle, head, log_slope, times
+from ._detectors import detect_cycle, log_slope
+from ._rows import head, times
 
 MAX_MARGIN_BUDGET = 4e5
 """The separable row solves the max-margin QP only when constraints × dimensions stay below

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._detectors import plain
+from ._rows import plain
 
 __all__ = ["Row", "Comparison"]
 
