@@ -3,6 +3,7 @@
     python benchmarks/run.py            # full run (several minutes; torch rows need `pip install torch`)
     python benchmarks/run.py --quick    # small sizes, < 1 minute: checks that everything runs
     python benchmarks/run.py --only grid,dense
+    python benchmarks/run.py --device gpu  # every case on the GPU (results-gpu.json); says "no GPU" without one
 
 Prints a table and writes benchmarks/results.json (atomically). Cases that need their own
 peak-memory or start-up figure run in a child process (`--child CASE`).
@@ -525,7 +526,8 @@ def machine() -> dict:
     import jax
 
     info = dict(python=platform.python_version(), platform=platform.platform(), cpus=os.cpu_count(),
-                jax=jax.__version__, numpy=np.__version__, devices=[str(d) for d in jax.devices()])
+                jax=jax.__version__, numpy=np.__version__, devices=[str(d) for d in jax.devices()],
+                device_kind=jax.devices()[0].device_kind)
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
@@ -573,12 +575,26 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes; checks that every case runs")
     ap.add_argument("--only", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results.json"))
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                    help="where JAX runs the cases (numpy and torch baselines stay on the CPU)")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results.json (results-gpu.json for --device gpu)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of cases not in --only from the existing --out file (same --quick)")
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--arg", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = str(Path(__file__).resolve().parent / ("results-gpu.json" if args.device == "gpu" else "results.json"))
+    if args.device == "gpu" and not args.child:
+        import jax
+
+        if jax.default_backend() != "gpu":  # JAX prefers a GPU when its plugin finds one
+            print("benchmarks/run.py: no GPU (JAX runs on its CPU backend here); nothing was run", file=sys.stderr)
+            return 2
+        print(f"[device] {jax.device_count()} x {jax.devices()[0].device_kind}", file=sys.stderr, flush=True)
+    if args.device == "gpu" or "jax" not in sys.modules:
+        # Child processes inherit it: each case runs where the parent was asked to.
+        os.environ["JAX_PLATFORMS"] = "cuda" if args.device == "gpu" else "cpu"
 
     import particles  # noqa: F401  (turns on float64 before any array exists)
 

@@ -1,4 +1,5 @@
-"""GD on W at vocabulary scale, without ever materialising the N x M score matrix.
+"""GD on W at vocabulary scale, without ever materialising the N x M score matrix, on one
+device or sharded over many.
 
 At N = M = 50,000 the scores S = E W^T U^T hold 2.5e9 numbers (20 GB in float64), and the
 score-space Grams G_E, G_U as much again. The W-space gradient
@@ -10,11 +11,16 @@ a time. Each step streams over the inputs in chunks of `chunk` rows (one `lax.sc
 memory is O(chunk * M + (N + M) d) and the FLOPs are those of the two products per chunk,
 4 N M d + 4 N d^2 per step. The observables (loss, accuracy, margins) of the current W come
 out of the same pass at no extra matrix product.
+
+Chunks are independent given W, so the inputs' rows are sharded over devices and the d x d
+partial gradients summed with one all-reduce per step; when U itself is too large for one
+device its rows are sharded too (see `particles._vocab_kernel`).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+from typing import Optional, Sequence
 
 import equinox as eqx
 import jax
@@ -22,10 +28,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from . import _results
 from . import _validate as v
+from . import _vocab_kernel as K
+from ._io import jsonable
 from ._problem import default_dtype
+from ._vocab_plan import _replicated, place as place, vocab_plan as vocab_plan
 
 
+_ROWS = ("steps", "loss", "accuracy", "zero_one", "min_margin", "margins", "W")
+
+
+@_results.register("vocab_trajectory")
 class VocabTrajectory(eqx.Module):
     """Summaries of a [`gd_vocab`][] run, one row per saved step.
 
@@ -38,6 +52,10 @@ class VocabTrajectory(eqx.Module):
     - `min_margin`: min_x m(x) over inputs with p(x) > 0, (T,).
     - `margins`: m(x) for every input, (T, N); `None` when `save_margins=False`.
     - `W`: the final weights, (d, d).
+    - `info`: static metadata, a JSON object (lr, steps, chunk, devices, u_shards, dtypes);
+      read it as a dict with `metadata`.
+
+    Save and load it with [`particles.save`][] / [`particles.load`][] (one `.npz`, no pickles).
     """
 
     steps: Int[Array, " T"]
@@ -47,76 +65,48 @@ class VocabTrajectory(eqx.Module):
     min_margin: Float[Array, " T"]
     margins: Optional[Float[Array, "T N"]]
     W: Float[Array, "d d"]
+    info: str = eqx.field(static=True, default="{}")
+
+    @property
+    def metadata(self) -> dict:
+        """The run's settings as a dict (a fresh copy)."""
+        return json.loads(self.info)
+
+    def _arrays(self) -> dict:
+        return {name: getattr(self, name) for name in _ROWS}
+
+    def _metadata(self) -> dict:
+        return self.metadata
+
+    @classmethod
+    def _from_saved(cls, arrays: dict, metadata: dict) -> "VocabTrajectory":
+        missing = sorted(set(_ROWS) - {"margins"} - set(arrays))
+        if missing:
+            raise ValueError(f"missing arrays {missing}")
+        unknown = sorted(set(arrays) - set(_ROWS))
+        if unknown:
+            raise ValueError(f"unexpected arrays {unknown} for a vocab_trajectory")
+        fields = {k: jnp.asarray(arrays[k]) if k in arrays else None for k in _ROWS}
+        return cls(**fields, info=json.dumps(jsonable(metadata), sort_keys=True))
 
 
 def vocab_flops(N: int, M: int, d: int) -> int:
-    """FLOPs of one [`gd_vocab`][] step: 4 N M d (scores and R U) + 4 N d^2 (E W^T, grad)."""
+    """FLOPs of one [`gd_vocab`][] step: 4 N M d (scores and R U) + 4 N d^2 (E W^T, grad).
+
+    >>> vocab_flops(3, 5, 2)
+    168
+    """
     return 4 * N * M * d + 4 * N * d * d
 
 
-def _chunk_pass(W, Ec, pc, tc, U, with_obs: bool):
-    """Gradient of one chunk of inputs, and optionally its observables."""
-    c = Ec.shape[0]
-    rows = jnp.arange(c)
-    S = (Ec @ W.T) @ U.T  # (c, M): S[x, y] = u_y^T W e_x
-    top = jnp.max(S, axis=1)
-    Z = jnp.exp(S - top[:, None])
-    z = jnp.sum(Z, axis=1)
-    # R = diag(p) (softmax(S) - Y) with Y one-hot: a scatter, not a dense (c, M) Y.
-    R = (Z * (pc / z)[:, None]).at[rows, tc].add(-pc)
-    grad = (R @ U).T @ Ec
-    if not with_obs:
-        return grad, None
-    s_t = S[rows, tc]
-    loss = pc * (top + jnp.log(z) - s_t)
-    other = jnp.max(jnp.where(jnp.arange(S.shape[1])[None, :] == tc[:, None], -jnp.inf, S), axis=1)
-    right = jnp.argmax(S, axis=1) == tc
-    return grad, (loss, right, s_t - other)
+_run_jit = jax.jit(K.run, static_argnames=("mesh", "n_rows", "save_every", "chunk", "N", "M", "split", "save_margins"))
 
 
-def _full_pass(W, E, U, p, targets, chunk: int, with_obs: bool):
-    """The gradient at W (and the per-input observables), one `lax.scan` over input chunks."""
-    n_chunks = E.shape[0] // chunk
-    xs = (E.reshape(n_chunks, chunk, E.shape[1]), p.reshape(n_chunks, chunk), targets.reshape(n_chunks, chunk))
-
-    def body(G, xs):
-        g, o = _chunk_pass(W, *xs, U, with_obs)
-        return G + g, o
-
-    return jax.lax.scan(body, jnp.zeros_like(W), xs)
-
-
-@eqx.filter_jit
-def _run(W0, E, U, p, targets, lr, n_rows: int, save_every: int, chunk: int, N: int, save_margins: bool):
-    def full_pass(W, with_obs):
-        return _full_pass(W, E, U, p, targets, chunk, with_obs)
-
-    def observe(outs):
-        loss, right, margins = (a.reshape(-1)[:N] for a in outs)
-        pp = p[:N]
-        acc = jnp.where(right, pp, 0.0).sum()
-        zo = jnp.where(right, 0.0, pp).sum()
-        min_m = jnp.min(jnp.where(pp > 0, margins, jnp.inf))
-        out = dict(loss=loss.sum(), accuracy=acc, zero_one=zo, min_margin=min_m)
-        if save_margins:
-            out["margins"] = margins
-        return out
-
-    def row(W, _):
-        G, outs = full_pass(W, True)
-        W = W - lr * G
-
-        def plain(_, W):
-            return W - lr * full_pass(W, False)[0]
-
-        W = jax.lax.fori_loop(0, save_every - 1, plain, W)
-        return W, observe(outs)
-
-    W, rows = jax.lax.scan(row, W0, None, length=n_rows)
-    _, last = full_pass(W, True)
-    last = observe(last)
-    rows = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b[None]]), rows, last)
-    return W, rows
+def _float_dtype(name, value):
+    dt = jnp.dtype(value)
+    if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        v.fail(name, str(dt), "use float32 or float64")
+    return dt
 
 
 def gd_vocab(
@@ -132,12 +122,19 @@ def gd_vocab(
     save_every: int = 1,
     save_margins: bool = True,
     dtype=None,
+    compute_dtype=None,
+    devices: Optional[int | Sequence[jax.Device]] = None,
+    u_shards: Optional[int] = None,
+    memory_budget: Optional[float] = None,
 ) -> VocabTrajectory:
-    """Full-batch GD on W for large vocabularies, streaming over chunks of inputs.
+    """Full-batch GD on W for large vocabularies, streaming over chunks of inputs, sharded
+    over devices.
 
     W <- W - lr * U^T (softmax(E W^T U^T) - Y)^T diag(p) E, the same iterates as
     [`gd_weights`][] (and, mapped to scores, [`gd`][]), with memory O(chunk * M + (N + M) d)
-    instead of O(N M): the score matrix is never formed.
+    instead of O(N M): the score matrix is never formed. The residual is the project's
+    cancellation-free `target_residual` and the loss the formula of `losses`
+    (`particles._vocab_kernel.target_losses`), so a loss of 1e-18 keeps its digits.
 
     **Arguments:**
 
@@ -148,15 +145,39 @@ def gd_vocab(
     - `lr`: step size > 0.
     - `steps`: number of GD steps.
     - `W0`: initial weights (d, d); zero when omitted.
-    - `chunk`: inputs per block (N is padded with p = 0 rows to a multiple). Peak memory
-      is about 3 * chunk * M floats on top of E, U; larger chunks amortise loop overhead.
+    - `chunk`: inputs per block on each device (rows are padded with p = 0 rows, which add
+      nothing, to a multiple of devices x chunk). The working set is two chunk x M / u_shards
+      blocks per device; on CPU chunks below ~100 rows run the products far below peak.
     - `save_every`: save a row every this many steps (must divide `steps`).
     - `save_margins`: keep every token's margin per row ((T, N) memory).
-    - `dtype`: float64 by default; float32 halves memory and time.
+    - `dtype`: dtype of W, its accumulation and the saved rows; float64 by default.
+    - `compute_dtype`: dtype of E, U, the scores and the softmax; `dtype` by default.
+      `dtype=float64, compute_dtype=float32` is mixed precision: float32 products and
+      softmax, each chunk's gradient accumulated into a float64 W (see BENCHMARKS.md for
+      how much of float32's drift it removes).
+    - `devices`: the devices to shard over: None (all of `jax.devices()`, across processes
+      under `jax.distributed`), an int (the first that many) or a list of devices.
+    - `u_shards`: split U's rows over this many devices (a divisor of the device count; the
+      inputs' rows over the rest). None chooses the smallest that fits `memory_budget`.
+    - `memory_budget`: bytes per device for that choice; by default 80% of an accelerator's
+      memory, or half the RAM shared by the host's devices. Under `jax.distributed` every
+      process must reach the same layout: pass `u_shards` when hosts differ.
+
+    Results do not depend on the layout beyond float64 round-off (the gradient's sum runs in
+    another order).
 
     **Returns:** a [`VocabTrajectory`][]; rows at steps 0, save_every, ..., steps.
+
+    >>> import numpy as np
+    >>> E = U = np.eye(4)
+    >>> traj = gd_vocab(E, U, np.full(4, 0.25), np.arange(4), lr=1.0, steps=2, devices=1)
+    >>> traj.loss.shape, bool(traj.loss[-1] < traj.loss[0])
+    ((3,), True)
     """
-    dtype = default_dtype() if dtype is None else jnp.dtype(dtype)
+    dtype = _float_dtype("dtype", default_dtype() if dtype is None else dtype)
+    compute_dtype = dtype if compute_dtype is None else _float_dtype("compute_dtype", compute_dtype)
+    if compute_dtype.itemsize > dtype.itemsize:
+        v.fail("compute_dtype", str(compute_dtype), f"it cannot be wider than dtype={dtype}")
     if np.ndim(E) != 2:
         raise ValueError(f"E has shape {np.shape(E)}; expected a matrix (N, d).")
     N, d = np.shape(E)
@@ -169,8 +190,8 @@ def gd_vocab(
     v.check_probability("p", p)
     v.check_shape("p", p, (N,))
     v.check_shape("targets", targets, (N,))
-    t = np.asarray(targets) if v.is_concrete(targets) else None
-    if t is not None and (not np.issubdtype(t.dtype, np.integer) or np.any(t < 0) or np.any(t >= M)):
+    t = np.asarray(targets)
+    if not np.issubdtype(t.dtype, np.integer) or np.any(t < 0) or np.any(t >= M):
         v.fail("targets", targets, f"f*(x) must be integers in [0, {M}) (M={M})")
     v.check_positive("lr", lr)
     steps = v.check_count("steps", steps, 0)
@@ -179,18 +200,21 @@ def gd_vocab(
     if steps % save_every:
         v.fail("save_every", save_every, f"it must divide steps={steps}")
     if W0 is None:
-        W0 = jnp.zeros((d, d), dtype)
+        W0 = np.zeros((d, d), dtype)
     else:
         v.check_shape("W0", W0, (d, d))
         v.check_finite("W0", W0)
-    chunk = min(chunk, N)
-    pad = (-N) % chunk
-    # Padded inputs have p = 0: they add nothing to the gradient, loss or accuracy.
-    Ep = jnp.pad(jnp.asarray(E, dtype), ((0, pad), (0, 0)))
-    pp = jnp.pad(jnp.asarray(p, dtype), (0, pad))
-    tp = jnp.pad(jnp.asarray(targets, jnp.int32), (0, pad))
-    W, rows = _run(jnp.asarray(W0, dtype), Ep, jnp.asarray(U, dtype), pp, tp, jnp.asarray(lr, dtype),
-                   steps // save_every, save_every, chunk, N, save_margins)
+    n_rows = steps // save_every
+    plan = vocab_plan(N, M, d, devices=devices, u_shards=u_shards, chunk=chunk, memory_budget=memory_budget,
+                      saved_rows=n_rows + 1, save_margins=save_margins, dtype=dtype, compute_dtype=compute_dtype)
+    Ep, Up, pp, tp = place(plan, E, U, p, t, dtype, compute_dtype)
+    W, rows = _run_jit(_replicated(plan, np.asarray(W0, dtype)), Ep, Up, pp, tp,
+                       _replicated(plan, np.asarray(lr, dtype)), mesh=plan.mesh, n_rows=n_rows,
+                       save_every=save_every, chunk=plan.chunk, N=N, M=M, split=plan.split,
+                       save_margins=save_margins)
+    info = dict(lr=float(np.asarray(lr)), steps=steps, save_every=save_every, chunk=plan.chunk,
+                devices=plan.row_shards * plan.u_shards, u_shards=plan.u_shards, dtype=str(dtype),
+                compute_dtype=str(compute_dtype), N=N, M=M, d=d)
     return VocabTrajectory(
         steps=jnp.arange(0, steps + 1, save_every),
         loss=rows["loss"],
@@ -199,4 +223,5 @@ def gd_vocab(
         min_margin=rows["min_margin"],
         margins=rows.get("margins"),
         W=W,
+        info=json.dumps(jsonable(info), sort_keys=True),
     )
