@@ -3,8 +3,10 @@ the generic cell (bit for bit on the paper's grid), families, chunking and shard
 compilation, SGD and random init inside sweeps, checkpoint and resume, bad input."""
 
 import itertools
+import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -141,7 +143,7 @@ def test_sgd_and_random_init_in_a_sweep_are_the_library_runs():
 
 
 def test_chunks_and_devices_do_not_change_results_and_a_repeat_does_not_recompile():
-    assert len(jax.devices()) == 2  # conftest: two host devices, so chunks are sharded
+    # On CPU the conftest gives two host devices, so chunks are sharded; a GPU has its own count.
     axes = dict(lr=[0.5, 2.0, 8.0], corr=[0.1, 0.6, 0.9], n=[3])
     whole = pt.sweep("equicorrelated", axes, 40)
     pt.sweep("equicorrelated", axes, 40, chunk_size=4)  # compiles the chunk shape
@@ -231,3 +233,180 @@ def test_frequency_laws():
 def test_bad_axes(family, axes, match):
     with pytest.raises(ValueError, match=match):
         pt.sweep(family, axes, 10)
+
+
+# ------------------------------------------------------------ engines, chunks, checks
+def _gd_final_margins(problem, lr, steps):
+    """GD in score space written in numpy (no JAX): the final margins."""
+    G_E, G_U, p, Y = (np.asarray(a) for a in (problem.G_E, problem.G_U, problem.p, problem.Y))
+    S = np.asarray(problem.S0, np.float64)
+    for _ in range(steps):
+        Z = np.exp(S - S.max(1, keepdims=True))
+        S = S - lr * G_E @ (p[:, None] * (Z / Z.sum(1, keepdims=True) - Y)) @ G_U
+    f = Y.argmax(1)
+    return S[np.arange(len(f)), f] - np.where(np.eye(Y.shape[1], dtype=bool)[f], -np.inf, S).max(1)
+
+
+def test_the_engine_is_the_kernel_only_where_it_applies():
+    base = {"lr": [1.0], "corr": [0.5]}
+    kernel = ["first_full_accuracy", "final_loss"]
+    assert pt.sweep("two_particles", base, 5, metrics=kernel).config["engine"] == "two-particle kernel"
+    assert pt.sweep("equicorrelated", dict(base, n=[2]), 5, metrics=kernel).config["engine"] == "two-particle kernel"
+    for kwargs, axes in ((dict(), dict(base, n=[3])), (dict(batch_size=2), base), (dict(init_std=0.1), base),
+                         (dict(metrics=kernel + ["sign_flips"]), base), (dict(), dict(base, seed=[0]))):
+        s = pt.sweep("equicorrelated" if "n" in axes else "two_particles", axes, 5, **{"metrics": kernel, **kwargs})
+        assert s.config["engine"] == "cells", (kwargs, axes)
+    # both engines give the same numbers for every frequency law (margins after 40 steps: numpy)
+    for law in ({"p1": [0.7]}, {"log_odds": [1.2]}, {"zipf": [2.0]}):
+        axes = {"lr": [2.0], "corr": [0.6], **law}
+        k = pt.sweep("two_particles", axes, 40, metrics=["final_min_margin", "first_full_accuracy"])
+        c = pt.sweep("two_particles", axes, 40, metrics=["final_min_margin", "first_full_accuracy", "sign_flips"])
+        assert k.config["engine"] == "two-particle kernel" and c.config["engine"] == "cells"
+        (name, (value,)), = law.items()
+        p = np.asarray(pt.frequencies(2, **{name: value}))
+        want = _gd_final_margins(pt.two_particles(0.6, float(p[0])), 2.0, 40).min()
+        # two implementations of 40 steps of the same map (margins ~5): round-off
+        np.testing.assert_allclose([k.outputs["final_min_margin"].item(), c.outputs["final_min_margin"].item()],
+                                   want, rtol=0, atol=1e-12)
+        assert k.outputs["first_full_accuracy"].item() == c.outputs["first_full_accuracy"].item()
+    default = pt.sweep("two_particles", {"lr": [2.0], "corr": [0.6]}, 40, metrics=["final_min_margin"])
+    np.testing.assert_allclose(default.outputs["final_min_margin"].item(),  # no law: Zipf(1), p1 = 2/3
+                               _gd_final_margins(pt.two_particles(0.6, 2 / 3), 2.0, 40).min(), atol=1e-12)
+
+
+def test_default_chunks_follow_the_memory_budget(monkeypatch):
+    from particles import _sweep
+
+    axes = {"lr": [0.5, 1.0, 2.0], "corr": [0.1, 0.5, 0.9], "n": [2, 8]}
+    whole = pt.sweep("equicorrelated", axes, 10)
+    assert whole.chunks_total == 2  # one chunk per shape (n = 2, n = 8) under the default budget
+    # A cell of n inputs (m = n) is budgeted 8 (16 n max(m, n) + 256) bytes: 2560 for n = 2,
+    # 10240 for n = 8. With a budget of 10240 a chunk holds 4 cells of n = 2 and 1 of n = 8,
+    # rounded up to the 2 devices (2): 3 + 5 chunks for 9 cells of each shape.
+    monkeypatch.setattr(_sweep, "MEMORY_BUDGET", 8.0 * (16 * 64 + 256))
+    small = pt.sweep("equicorrelated", axes, 10)
+    assert small.chunks_total == math.ceil(9 / 4) + math.ceil(9 / 2)
+    monkeypatch.setattr(_sweep, "MEMORY_BUDGET", 1.0)  # never below one cell (then two devices' worth)
+    tiny = pt.sweep("equicorrelated", axes, 10)
+    assert tiny.chunks_total == 2 * math.ceil(9 / 2)
+    for s in (small, tiny):
+        for k in whole.outputs:
+            np.testing.assert_array_equal(s.outputs[k], whole.outputs[k])
+
+
+def test_sweep_arguments_and_axes_are_checked():
+    ok = {"lr": [1.0]}
+    cases = [
+        (dict(metrics=["nope"]), "metrics"), (dict(metrics=[]), "metrics"), (dict(batch_size=0), "batch_size"),
+        (dict(init_std=-1.0), "init_std"), (dict(init_std=float("nan")), "init_std"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            pt.sweep("two_particles", ok, 5, **kwargs)
+    with pytest.raises(ValueError, match="steps"):
+        pt.sweep("two_particles", ok, 0)
+    axes_cases = [
+        ({"lr": [1.0], "seed": [0.5]}, "seed="), ({"lr": [1.0], "seed": [-1]}, "seed="),
+        ({"lr": []}, "at least one finite value"), ({"lr": [1.0, np.inf]}, "at least one finite value"),
+        ({"lr": [0.0]}, "lr="), ({"lr": [1.0], "p1": [1.0]}, "p1="), ({"lr": [1.0], "p1": [0.0]}, "p1="),
+        ({"lr": [1.0], "corr": [1.5]}, "corr="), ({"lr": [1.0], "corr": [-1.5]}, "corr="),
+    ]
+    for axes, match in axes_cases:
+        with pytest.raises(ValueError, match=match):
+            pt.sweep("two_particles", axes, 5)
+    for axes, match in (({"lr": [1.0], "n": [2.5]}, "n="), ({"lr": [1.0], "n": [0]}, "n="),
+                        ({"lr": [1.0], "n": [4], "corr": [-0.34]}, r"corr=.*\[-0.333333, 1\]")):
+        with pytest.raises(ValueError, match=match):
+            pt.sweep("equicorrelated", axes, 5)
+    # the bounds themselves are allowed: corr = -1/(n-1) for n = 3, corr = 1, a seed of 0
+    s = pt.sweep("equicorrelated", {"lr": [1.0], "n": [3], "corr": [-0.5, 1.0], "seed": [0]}, 3,
+                 metrics=["final_loss"])
+    assert s.shape == (1, 1, 2, 1) and np.all(np.isfinite(s.outputs["final_loss"]))
+    with pytest.raises(ValueError, match="not a particles.Problem"):
+        pt.sweep(lambda corr: 1.0, {"lr": [1.0], "corr": [0.5]}, 3)
+    with pytest.raises(ValueError, match="problem="):
+        pt.sweep(3, {"lr": [1.0]}, 3)
+
+
+def test_sweep_result_properties_and_a_custom_family_name():
+    s = pt.sweep("equicorrelated", {"lr": [1.0], "seed": [0, 1]}, 3, init_std=1e308)
+    # the cell whose initial scores overflow is counted; its status says so
+    assert s.n_bad == int(np.sum(s.outputs["status"] != pt.Status.OK)) and s.shape == (1, 2)
+    assert pt.sweep("two_particles", {"lr": [1.0]}, 3, metrics=["final_loss"]).n_bad == 0  # no status recorded
+
+    def my_family(corr):
+        return pt.two_particles(corr, 0.75)
+
+    f = pt.sweep(my_family, {"lr": [1.0], "corr": [0.5]}, 30, metrics=["final_min_margin"])
+    assert f.config["family"] == "my_family" and f.config["engine"] == "cells"
+    np.testing.assert_allclose(f.outputs["final_min_margin"].item(),
+                               _gd_final_margins(pt.two_particles(0.5, 0.75), 1.0, 30).min(), atol=1e-12)
+
+
+def test_sphere_family_defaults():
+    from particles import _families
+
+    fam = pt.FAMILIES["sphere"]
+    assert _families.shapes_of(fam, {}) == {"n": 8, "m": 8, "d": 8}  # m and d default to n
+    assert _families.shapes_of(fam, {"n": 5.0}) == {"n": 5, "m": 5, "d": 5}
+    assert _families.shapes_of(fam, {"n": 5, "d": 2}) == {"n": 5, "m": 5, "d": 2}
+    assert _families.shapes_of(pt.FAMILIES["two_particles"], {"n": 3}) == {}
+
+
+def test_the_keys_of_a_cell_are_the_documented_ones():
+    """Random embeddings from fold_in(key(seed), 2³² − 2), initial scores from fold_in(key(seed),
+    2³² − 1) (particles._cell's docstring): a sweep cell is the library run on those."""
+    seed = 5
+    key = jax.random.key(seed)
+    problem = pt.random_sphere(jax.random.fold_in(key, 2**32 - 2), 6, 3, 4, p=pt.frequencies(6, zipf=1.0),
+                               targets=np.arange(6) % 3)
+    s = pt.sweep("sphere", {"lr": [1.5], "seed": [seed], "n": [6], "m": [3], "d": [4], "zipf": [1.0]}, 20,
+                 metrics=["final_min_margin"])
+    # two implementations of 20 steps of the same map (margins ~2): round-off
+    np.testing.assert_allclose(s.outputs["final_min_margin"].item(), _gd_final_margins(problem, 1.5, 20).min(),
+                               atol=1e-12)
+    S0 = 0.25 * np.asarray(jax.random.normal(jax.random.fold_in(key, 2**32 - 1), (2, 2)))
+    init = pt.sweep("two_particles", {"lr": [1.0], "corr": [0.5], "p1": [0.75], "seed": [seed]}, 15, init_std=0.25,
+                    metrics=["final_min_margin"])
+    start = pt.Problem.from_grams(np.asarray(pt.two_particles(0.5, 0.75).G_E), np.eye(2), [0.75, 0.25], [0, 1], S0=S0)
+    np.testing.assert_allclose(init.outputs["final_min_margin"].item(), _gd_final_margins(start, 1.0, 15).min(),
+                               atol=1e-12)
+
+
+def test_a_user_family_may_have_a_value_axis_named_n():
+    """n is a shape axis of the named families only; a user function's n is a value, and n = 1
+    does not break the correlation check (corr in [-1, 1] then)."""
+    def f(n, corr):
+        return pt.two_particles(corr, 0.75)
+
+    s = pt.sweep(f, {"lr": [1.0], "n": [1.0], "corr": [-1.0, 0.5]}, 5, metrics=["final_loss"])
+    assert s.shape == (1, 1, 2) and np.all(np.isfinite(s.outputs["final_loss"]))
+
+
+def test_shape_axes_of_one_are_allowed():
+    """d = 1 (one-dimensional embeddings) and m = 1 (one class) are shapes like any other."""
+    s = pt.sweep("sphere", {"lr": [1.0], "n": [3], "m": [1, 2], "d": [1], "seed": [0]}, 5,
+                 metrics=["final_loss", "status"])
+    assert s.shape == (1, 1, 2, 1, 1) and np.all(s.outputs["status"] == pt.Status.OK)
+    assert s.outputs["final_loss"].ravel()[0] == 0.0  # one class: nothing to learn, the loss is 0
+
+
+def test_padding_keeps_one_compiled_chunk_shape():
+    """13 cells in chunks of 6: the last chunk (1 cell) is padded to 6, so one program compiles."""
+    from helpers import compilations
+
+    axes = {"lr": np.linspace(0.1, 1.3, 13), "corr": [0.37]}
+    with compilations() as compiled:
+        s = pt.sweep("equicorrelated", axes, 7, chunk_size=6, metrics=["final_loss", "loss_increases"])
+    assert s.chunks_total == 3 and np.all(np.isfinite(s.outputs["final_loss"]))
+    assert len([c for c in compiled if "_run_cells" in c]) == 1, compiled
+
+
+def test_the_kernel_tie_rule():
+    """Argmax ties go to class 0 = f*(token 1): token 1 is right at m1 = 0, token 2 is not at m2 = 0;
+    a token with p = 0 does not count (the convention of particles.events)."""
+    from particles import _grid
+
+    full = lambda m1, m2, p1: bool(_grid._full(jnp.asarray(m1), jnp.asarray(m2), p1, 1 - p1))  # noqa: E731
+    assert full(0.0, 1.0, 0.5) and not full(1.0, 0.0, 0.5) and not full(-1e-300, 1.0, 0.5)
+    assert full(-1.0, 1.0, 0.0) and full(1.0, -1.0, 1.0)
