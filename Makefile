@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
+MUTATION_STAMP := $(VENV)/.installed-mutation
 
 .PHONY: demo test bench reproduce explore docs docs-serve docs-figures mutation wheel-smoke clean
 
@@ -16,6 +17,10 @@ $(STAMP): pyproject.toml
 $(DOCS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	touch $(DOCS_STAMP)
+
+$(MUTATION_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[test,mutation]"
+	touch $(MUTATION_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/simulate.py --n 2 --corr 0.3
@@ -45,6 +50,11 @@ docs-serve: $(DOCS_STAMP)
 docs-figures: $(STAMP)
 	$(BIN)/python scripts/reproduce.py --all --out docs/figures
 	$(BIN)/python docs/hooks/keep_figures.py docs/figures
+
+# Mutation testing of the core (about an hour on 2 cores; not part of CI): writes
+# mutation/REPORT.md and the score in TESTING.md.
+mutation: $(MUTATION_STAMP)
+	PYTHON=$(BIN)/python .ci/mutation
 
 # Build the wheel, install it into a fresh environment, smoke-test it.
 wheel-smoke:

@@ -232,7 +232,8 @@ def flow(
                 coordinates=where, structure=f"E={problem.structure_E}, U={problem.structure_U}", dtype=str(dtype),
                 log_time=True, hints=_HINTS)
     if segments is not None or checkpoint is not None or resume is not None:
-        return _segmented(coords, ts, s_ts, s1, args, info, segments or 20, checkpoint, resume, progress)
+        return _segmented(coords, ts, s_ts, s1, args, info, 20 if segments is None else segments, checkpoint,
+                          resume, progress)
     y0 = coords.state(problem.S0)
     rows, final, status, stats, t_rest = _solve(coords, y0, xp.zeros_like(s1), s1, s_ts, *args, progress)
     if v.is_concrete(stats):

@@ -21,7 +21,8 @@ def log_steps(steps: int, num: int = 200) -> np.ndarray:
     - `steps`: the last step, >= 0.
     - `num`: about how many steps to keep, >= 2 (fewer when log-spacing repeats a step).
 
-    **Returns:** an int64 array, strictly increasing, starting 0, 1 and ending at `steps`.
+    **Returns:** an int64 array, strictly increasing, starting 0 (then 1 when `num` > 2) and
+    ending at `steps`.
 
     >>> log_steps(1000, 8).tolist()
     [0, 1, 3, 10, 32, 100, 316, 1000]
@@ -30,6 +31,8 @@ def log_steps(steps: int, num: int = 200) -> np.ndarray:
     num = v.check_count("num", num, 2)
     if steps + 1 <= num:
         return np.arange(steps + 1)
+    if num == 2:
+        return np.array([0, steps], np.int64)
     grid = np.unique(np.round(np.geomspace(1, steps, num - 1)).astype(np.int64))
     return np.concatenate([[0], grid])
 

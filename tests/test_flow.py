@@ -99,3 +99,71 @@ def test_flow_resume_refuses_other_settings(tmp_path):
         pt.flow(problem, 1e3, segments=4, resume=pt.gd(problem, 1.0, 3))
     again = pt.flow(problem, 1e3, segments=4, resume=pt.Trajectory.load(ck))
     np.testing.assert_array_equal(again.margins, whole.margins)
+
+
+def test_default_times_and_argument_checks():
+    # evenly spaced in log(1 + t): t_k = (1 + t1)^(k / (n − 1)) − 1
+    t = pt.default_times(1e6, 5)
+    want = (1 + 1e6) ** (np.arange(5) / 4) - 1
+    np.testing.assert_allclose(t, want, rtol=1e-12, atol=0)  # expm1/log1p against pow: round-off
+    assert t[0] == 0.0 and len(pt.default_times(10.0)) == 201
+    P = pt.two_particles(0.5, 0.75)
+    traj = pt.flow(P, 10.0, ts=np.array([0.0, 10.0]))
+    assert np.asarray(traj.t).tolist() == [0.0, 10.0] and traj.steps is None
+    bad = [
+        (dict(ts=np.zeros((2, 2))), "ts has shape"), (dict(ts=np.zeros(0)), "ts has shape"),
+        (dict(ts=np.array([0.0, 20.0])), "ts="), (dict(ts=np.array([-1.0, 5.0])), "ts="),
+        (dict(ts=np.array([0.0, 5.0, 2.0])), "ts="), (dict(ts=np.array([0.0, np.nan])), "ts="),
+        (dict(solver="Tsit5"), "solver="), (dict(rtol=0.0), "rtol="), (dict(atol=-1.0), "atol="),
+        (dict(max_steps=0), "max_steps="), (dict(segments=-1), "segments="),
+        (dict(segments=2, ts=np.array([0.0, 5.0])), "must be t1"),
+    ]
+    for kwargs, match in bad:
+        with pytest.raises(ValueError, match=match):
+            pt.flow(P, 10.0, **kwargs)
+    with pytest.raises(ValueError, match="t1="):
+        pt.flow(P, -1.0)
+    with pytest.raises(ValueError, match="traced"):
+        jax.jit(lambda t1: pt.flow(P, t1).loss)(10.0)
+    # the last time may exceed t1 by rounding only (1e-12 relative)
+    assert pt.flow(P, 10.0, ts=np.array([0.0, 10.0 * (1 + 1e-13)])).ok
+
+
+def test_zero_segments_are_refused():
+    with pytest.raises(ValueError, match="segments="):
+        pt.flow(pt.two_particles(0.5, 0.75), 10.0, segments=0)
+
+
+def test_a_failed_segment_ends_the_flow_and_is_not_resumed(tmp_path):
+    """max_steps = 3 cannot reach t = 1e6: the first segment fails, later rows hold inf, the
+    status says why, and such a run is not continued."""
+    P = pt.two_particles(0.5, 0.75)
+    ts = pt.default_times(1e6, 9)
+    failed = pt.flow(P, 1e6, ts=ts, segments=3, max_steps=3, checkpoint=tmp_path / "f.npz")
+    assert int(failed.status) == pt.Status.MAX_STEPS and "max_steps" in failed.message
+    loss = np.asarray(failed.loss)
+    assert np.all(np.isinf(loss[3:])) and loss.shape == (9,)
+    with pytest.raises(ValueError, match="failed flow"):
+        pt.flow(P, 1e6, ts=ts, segments=3, max_steps=3, resume=pt.Trajectory.load(tmp_path / "f.npz"))
+    whole = pt.flow(P, 1e6, ts=ts, segments=3)
+    single = pt.flow(P, 1e6, ts=ts)
+    assert whole.ok and whole.metadata["settings"]["segment_rows"] == 3
+    # segments and one solve differ by the controller's truncation only (rtol = atol = 1e-8)
+    np.testing.assert_allclose(whole.margins, single.margins, atol=1e-6)
+    assert whole.metadata["num_steps"] == (whole.metadata["num_accepted"] + whole.metadata["num_rejected"])
+
+
+def test_the_reduced_coordinates_are_the_same_flow():
+    """d < N: the flow on the span coordinates K (S = S_⊥ + F Kᵀ Hᵀ) equals the flow on the
+    scores (an explicit solve on the Grams) where both are accurate (t ≤ 100, not yet stiff)."""
+    problem = _under(N=6, d=2, M=2, seed=2)
+    ts = np.array([0.0, 1.0, 10.0, 100.0])
+    reduced = pt.flow(problem, 100.0, ts=ts, rtol=1e-10, atol=1e-10, save_scores=True)
+    grams = pt.Problem.from_grams(problem.G_E, problem.G_U, problem.p, problem.targets)
+    full = pt.flow(grams, 100.0, ts=ts, rtol=1e-10, atol=1e-10, save_scores=True)
+    assert reduced.metadata["coordinates"] == "reduced" and full.metadata["coordinates"] == "scores"
+    # two solves at 1e-10: truncation ~1e3 × 1e-10 (particles.events.FLOW_TOLERANCE_FACTOR)
+    np.testing.assert_allclose(reduced.scores, full.scores, atol=1e-6)
+    np.testing.assert_allclose(reduced.scores, _scipy_flow(problem, ts), atol=1e-6)
+    explicit = pt.flow(problem, 100.0, ts=ts, solver=__import__("diffrax").Tsit5())
+    assert explicit.metadata["solver"] == "Tsit5" and explicit.metadata["coordinates"] == "reduced"

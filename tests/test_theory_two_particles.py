@@ -215,3 +215,44 @@ def test_balanced_p_has_no_slow_mode():
     merr = np.max(np.abs(m - np.asarray(T.two_particles_margin_asymptote(ts, 1.0, -0.7, 0.5))), axis=1)
     q = merr * ts / np.log(ts)
     assert q.max() / q.min() <= 1.3, q
+
+
+def test_margins_from_gamma_on_any_batch_shape():
+    """(m1, m2) = (γ·e1, −γ·e2) with e1 = (1, 0), e2 = (α, √(1 − α²)), written in numpy, for a
+    single γ, a batch of γ and a batch of α broadcast against it."""
+    rng = np.random.default_rng(0)
+    gam = rng.normal(size=(3, 4, 2))
+    corr = np.array([-0.5, 0.2, 0.9])[:, None]
+
+    def ref(g, a):
+        return np.stack([g[..., 0], -(a * g[..., 0] + np.sqrt(1 - a**2) * g[..., 1])], -1)
+
+    got = np.asarray(T.two_particles_margins_from_gamma(jnp.asarray(gam), jnp.asarray(corr)))
+    assert got.shape == (3, 4, 2) and np.max(np.abs(got - ref(gam, corr))) <= 1e-15  # a 2-term dot product
+    one = np.asarray(T.two_particles_margins_from_gamma(jnp.array([1.0, 2.0]), 0.6))
+    assert one.shape == (2,) and np.max(np.abs(one - [1.0, -(0.6 + 2 * 0.8)])) <= 1e-15
+    # corr = ±1: e2 = ±e1 (the square root clips at 0, never NaN)
+    assert np.asarray(T.two_particles_margins_from_gamma(jnp.array([1.0, 2.0]), 1.0)).tolist() == [1.0, -1.0]
+
+
+def test_first_step_forgetting_and_the_map_against_numpy_on_a_grid():
+    """One step from W = 0 by the numpy map (paper-notes 3.3) against the formulas, on a grid
+    of (lr, corr, p1) including p1 < 1/2, negative corr and p1 = 1/2."""
+    lr, corr, p1 = np.meshgrid([0.3, 2.0], [-0.8, -0.2, 0.0, 0.4, 0.9], [0.2, 0.5, 0.75], indexing="ij")
+    p2 = 1 - p1
+    m1 = 2 * lr * (p1 * 0.5 - corr * p2 * 0.5)  # φ(0) = 1/2
+    m2 = 2 * lr * (p2 * 0.5 - corr * p1 * 0.5)
+    first = np.asarray(T.two_particles_first_step(lr, corr, p1))
+    assert np.max(np.abs(first - np.stack([m1, m2], -1))) <= 1e-15
+    step = np.asarray(T.two_particles_step(np.zeros(lr.shape + (2,)), lr, corr, p1))
+    assert np.max(np.abs(step - first)) <= 1e-15
+    forgets = np.asarray(T.two_particles_forgets(corr, p1))
+    assert np.array_equal(forgets, (m1 < 0) | (m2 <= 0))  # the tie rule: token 2 loses a tie
+    # two steps by the numpy map against two_particles_gd_margins (a 0-d lr, corr, p1)
+    phi = lambda m: 1 / (1 + np.exp(m))  # noqa: E731
+    a = [0.0, 0.0]
+    for _ in range(2):
+        a = [a[0] + 2 * 1.5 * (0.7 * phi(a[0]) - 0.3 * 0.3 * phi(a[1])),
+             a[1] + 2 * 1.5 * (0.3 * phi(a[1]) - 0.3 * 0.7 * phi(a[0]))]
+    got = np.asarray(T.two_particles_gd_margins(2, 1.5, 0.3, 0.7))
+    assert got.shape == (3, 2) and np.max(np.abs(got[-1] - a)) <= 1e-15 and got[0].tolist() == [0.0, 0.0]
