@@ -309,11 +309,18 @@ def _on_cells(family, flat, K, steps, metrics, batch_size, init_std, chunk_size,
     return outputs, (len(chunks) - done, len(chunks))
 
 
-def _default_chunk(shapes: dict, n_cells: int, steps: int) -> int:
+def cell_bytes(shapes: dict) -> float:
+    """Working memory of one cell (float64): its N x N and M x M Grams, scores, residual and
+    the step's temporaries, about 16 N max(N, M) numbers. Sets the default chunk size, and
+    lets the command line refuse a cell larger than the machine before anything is
+    allocated."""
     n = shapes.get("n", 2)
     m = shapes.get("m", n) or n
-    per_cell = 8.0 * (16 * n * max(m, n) + 256)
-    return max(1, min(n_cells, int(MEMORY_BUDGET // per_cell)))
+    return 8.0 * (16 * n * max(m, n) + 256)
+
+
+def _default_chunk(shapes: dict, n_cells: int, steps: int) -> int:
+    return max(1, min(n_cells, int(MEMORY_BUDGET // cell_bytes(shapes))))
 
 
 def _mesh(ndev: int):

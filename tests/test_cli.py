@@ -213,3 +213,62 @@ def test_console_entry_points_are_installed():
     for name in ("particles-simulate", "particles-sweep", "particles-reproduce", "particles-transformer"):
         proc = subprocess.run([os.path.join(bindir, name), "--help"], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (name, proc.stderr)
+
+
+# ------------------------------------------------------------ every tool
+TOOLS = {
+    "simulate": ["--steps", "5", "--no-flow", "--no-plot"],
+    "sweep": ["--lr", "1,2", "--corr", "0.5", "--steps", "10", "--no-plot"],
+    "reproduce": ["--figure", "landscapes"],
+    "transformer": ["--d", "8", "--lr", "1", "--steps", "2", "--batch", "4", "--seq-len", "16", "--no-predict"],
+}
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_every_tool_fails_in_one_line(tool, tmp_path, monkeypatch, capsys):
+    """An output folder that cannot be created, a full disk and an interrupt at the first
+    write, through each tool's `main` (in-process: `run_main` is what the console script
+    runs): exit 2 or 130, one line naming the cause, nothing partial left behind."""
+    import importlib
+
+    main = importlib.import_module(f"particles.cli.{tool}").main
+    prog = f"{tool}.py"
+
+    def call(*extra):
+        code = c.run_main(main, [*TOOLS[tool], "--quiet", *extra], prog=prog)
+        return code, [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
+
+    (tmp_path / "file").write_text("x")
+    code, err = call("--out", str(tmp_path / "file" / "sub"))
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"{prog}: error: --out"), err
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, err = call("--out", str(tmp_path / "full"))
+    assert code == 2 and len(err) == 1 and "disk is full" in err[0], err
+    assert os.listdir(tmp_path / "full") == []
+
+    def interrupt(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupt)
+    code, err = call("--out", str(tmp_path / "stop"))
+    assert code == 130 and len(err) == 1 and err[0].startswith(f"{prog}: interrupted"), err
+    assert os.listdir(tmp_path / "stop") == []
+
+
+@pytest.mark.parametrize("tool, argv, flag", [
+    ("simulate", ["--n", "300000"], "--n"),
+    ("sweep", ["--n", "100000", "--lr", "1", "--corr", "0.5"], "--n"),
+    ("transformer", ["--batch", "1000000"], "--batch"),
+])
+def test_a_size_beyond_memory_is_refused_before_allocation(tool, argv, flag, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"particles.cli.{tool}").main
+    code = c.run_main(main, [*argv, "--quiet", "--out", str(tmp_path / "big")], prog=f"{tool}.py")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and flag in err[0] and "GiB" in err[0], err
+    assert not (tmp_path / "big").exists()

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 import particles
+from particles import _families, _sweep
 
 from . import _common as c
 
@@ -106,6 +107,11 @@ def main(argv: Sequence[str]) -> int:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         if not distributed.is_main():  # the other processes compute their share silently
             args.quiet, args.no_plot = True, True
+    family = particles.FAMILIES[args.geometry]
+    largest = {k: max(axes[k]) for k in ("n", "m", "d") if k in axes}
+    c.check_memory(_sweep.cell_bytes(_families.shapes_of(family, largest)), "--n/--m",
+                   "one cell needs this much (its N×N Gram and N×M scores in float64): use smaller --n or --m, "
+                   "or particles.gd_vocab for vocabulary-scale memories")
     if args.resume:
         c.check(args.out is not None and os.path.exists(os.path.join(args.out, PARTIAL)), "--resume", args.out,
                 "--resume needs --out naming the folder of an interrupted sweep (it holds sweep-partial.npz)")

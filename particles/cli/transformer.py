@@ -102,6 +102,12 @@ def main(argv: Sequence[str]) -> int:
     c.check(a.weight_decay >= 0 and a.weight_decay < float("inf"), "--weight-decay", a.weight_decay, "a number >= 0")
     c.check(0 < a.start_lr < float("inf"), "--start-lr", a.start_lr, "a number > 0")
     lrs = None if a.lr is None else c.parse_floats("--lr", a.lr, positive=True)
+    preset = (R.FULL if a.full else R.QUICK)["all" if a.mode in ("all", "all6") else "wo2"]
+    if not a.reproduce:
+        # A lower bound on a step's memory: both layers' B x T x T attention weights, kept for
+        # the backward pass, in float32, for every step size trained at once.
+        needed = len(lrs or preset["lrs"]) * (a.batch or preset["batch"]) * a.seq_len**2 * 2 * 2 * 4
+        c.check_memory(needed, "--batch/--seq-len", "use a smaller --batch or --seq-len, or fewer --lr values")
     out = c.out_folder("--out", a.out)
     if a.quiet:
         os.environ["PARTICLES_QUIET"] = "1"
@@ -114,7 +120,6 @@ def main(argv: Sequence[str]) -> int:
         runs = result.runs
         files = [os.path.join(out, "transformer.npz")]
     else:
-        preset = (R.FULL if a.full else R.QUICK)["all" if a.mode in ("all", "all6") else "wo2"]
         if a.data == "paper":
             data = DataConfig.paper(a.k, not a.random_triggers, seq_len=a.seq_len, bigram_outputs=a.bigram_outputs)
         else:
