@@ -3,6 +3,7 @@ the generic cell (bit for bit on the paper's grid), families, chunking and shard
 compilation, SGD and random init inside sweeps, checkpoint and resume, bad input."""
 
 import itertools
+import json
 import math
 
 import jax
@@ -57,8 +58,9 @@ def test_cell_matches_w_space_reference(n, corr, p1, lr):
     assert out["status"] == pt.Status.OK and out["first_bad_step"] == -1
 
 
-def test_the_benign_spike_is_seen_by_the_cell_and_the_detectors_alike():
-    """p1 = 0.75, corr = 0.95, lr = 10: full accuracy at step 2, lost, then for good from 15."""
+def test_the_benign_spike_is_seen_by_the_cell_and_the_detectors_alike(tmp_path, capsys):
+    """p1 = 0.75, corr = 0.95, lr = 10: full accuracy at step 2, lost, then for good from 15 —
+    the same numbers from a sweep cell, the analysis detectors and simulate.py's summary."""
     problem = pt.two_particles(0.95, 0.75)
     cell = {k: int(v) for k, v in run_cell(problem, 10.0, 35, jax.random.key(0)).items() if k != "max_spike"
             and k not in ("final_loss", "final_min_margin")}
@@ -70,6 +72,16 @@ def test_the_benign_spike_is_seen_by_the_cell_and_the_detectors_alike():
     assert cell["loss_spikes"] == rows["loss_spikes"] == len(pa.loss_spikes(pt.gd(problem, 10.0, 35))) >= 1
     assert cell["margin_oscillations"] == int(rows["oscillations"].sum())
     assert cell["sign_flips"] == int(rows["sign_flips"].sum())
+    from particles.cli import _common, simulate
+
+    argv = ["--n", "2", "--corr", "0.95", "--p", "0.75,0.25", "--lr", "10", "--steps", "35", "--no-flow",
+            "--no-plot", "--json", "--quiet", "--out", str(tmp_path / "run")]
+    assert _common.run_main(simulate.main, argv, prog="simulate.py") == 0
+    summary = json.loads(capsys.readouterr().out)["results"]["gd_lr0"]["summary"]
+    assert summary["first_full_accuracy"] == 2 and summary["full_accuracy_from"] == 15
+    assert summary["spikes"] == cell["loss_spikes"]
+    assert sum(summary["oscillations"]) == cell["margin_oscillations"]
+    assert sum(summary["sign_flips"]) == cell["sign_flips"]
 
 
 def test_kernel_equals_generic_cell_on_the_paper_grid():
