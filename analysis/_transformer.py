@@ -130,7 +130,7 @@ def figures(result) -> dict:
     """{name: matplotlib Figure} for a [`Run`][] or a [`Reproduction`][]: one figure per
     run ("transformer_<name>"), and for a reproduction an overview of the W_O^2 runs' losses.
 
-    >>> from particles.transformer._reproduce import Run
+    >>> from particles.transformer import Run
     >>> sorted(figures(Run.empty_for_doc()))
     ['transformer_wo2']
     """
@@ -149,7 +149,7 @@ def plot_runs(result, out_dir: str) -> list:
     **Returns:** the file paths.
 
     >>> import tempfile
-    >>> from particles.transformer._reproduce import Run
+    >>> from particles.transformer import Run
     >>> len(plot_runs(Run.empty_for_doc(), tempfile.mkdtemp()))
     2
     """

@@ -64,7 +64,7 @@ def report_section(result) -> list:
     the original, and one line per claim of the paper: seen or not, in which mode, at which
     η, with numbers. "Matches the paper" is written only for the faithful modes (wo2, all).
 
-    >>> from particles.transformer._reproduce import Run
+    >>> from particles.transformer import Run
     >>> report_section(Run.empty_for_doc())[0].startswith("Transformer")
     True
     """

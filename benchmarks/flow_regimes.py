@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from a source tree without installing
 SIZES = ((20, 5, 4), (64, 8, 8), (256, 16, 16))
 
 

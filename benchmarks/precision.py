@@ -34,10 +34,12 @@ def main():
     ap.add_argument("--lr", type=float, default=100.0)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--chunk", type=int, default=250)
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "precision.json"))
+    ap.add_argument("--out", default=None, help="default benchmarks/precision.json (precision_quick.json with --quick)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the interleaved speed comparison, merged into an existing --out file")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = os.path.join(ROOT, "benchmarks", "precision" + ("_quick" if args.quick else "") + ".json")
     if args.quick:
         args.N, args.d, args.steps = 300, 16, 1000
 

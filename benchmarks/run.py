@@ -592,7 +592,7 @@ def main(argv=None) -> int:
             print("benchmarks/run.py: no GPU (JAX runs on its CPU backend here); nothing was run", file=sys.stderr)
             return 2
         print(f"[device] {jax.device_count()} x {jax.devices()[0].device_kind}", file=sys.stderr, flush=True)
-    if args.device == "gpu" or "jax" not in sys.modules:
+    if not args.child and (args.device == "gpu" or "jax" not in sys.modules):
         # Child processes inherit it: each case runs where the parent was asked to.
         os.environ["JAX_PLATFORMS"] = "cuda" if args.device == "gpu" else "cpu"
 

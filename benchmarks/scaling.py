@@ -31,6 +31,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from a source tree without installing
 
 
 def _problem(N, M, d, seed=5):
@@ -163,7 +164,7 @@ def main():
     ap.add_argument("--chunk", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--configs", default="1x1,2x1,4x1,4x2,4x4,2p")
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "scaling.json"))
+    ap.add_argument("--out", default=None, help="default benchmarks/scaling.json (scaling_quick.json with --quick)")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--u-shards", dest="u_shards", type=int, default=1, help=argparse.SUPPRESS)
@@ -173,6 +174,8 @@ def main():
     ap.add_argument("--return-w", dest="return_w", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--gd-check", dest="gd_check", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.out is None:
+        args.out = os.path.join(ROOT, "benchmarks", "scaling" + ("_quick" if args.quick else "") + ".json")
     if args.child:
         print(json.dumps(child(args)))
         return

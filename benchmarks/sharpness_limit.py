@@ -73,8 +73,10 @@ def main():
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--lrs", default="1,1000")
     ap.add_argument("--max-ref", type=int, default=120, help="products of the reference run at most")
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "sharpness_limit.json"))
+    ap.add_argument("--out", default=None, help="default benchmarks/sharpness_limit.json (sharpness_limit_quick.json with --quick)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = os.path.join(ROOT, "benchmarks", "sharpness_limit" + ("_quick" if args.quick else "") + ".json")
     if args.quick:
         args.n = 128
 

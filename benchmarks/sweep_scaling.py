@@ -33,6 +33,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from a source tree without installing
 
 
 def _axes(quick: bool) -> dict:

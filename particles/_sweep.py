@@ -311,12 +311,13 @@ def _on_cells(family, flat, K, steps, metrics, batch_size, init_std, chunk_size,
 
 def cell_bytes(shapes: dict) -> float:
     """Working memory of one cell (float64): its N x N and M x M Grams, scores, residual and
-    the step's temporaries, about 16 N max(N, M) numbers. Sets the default chunk size, and
-    lets the command line refuse a cell larger than the machine before anything is
-    allocated."""
+    the step's temporaries, about 16 N max(N, M) numbers, plus embeddings (N + M) x d. Sets
+    the default chunk size, and lets the command line refuse a cell larger than the machine
+    before anything is allocated."""
     n = shapes.get("n", 2)
     m = shapes.get("m", n) or n
-    return 8.0 * (16 * n * max(m, n) + 256)
+    d = shapes.get("d", n) or n
+    return 8.0 * (16 * n * max(m, n) + (n + m) * d + 256)
 
 
 def _default_chunk(shapes: dict, n_cells: int, steps: int) -> int:

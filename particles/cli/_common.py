@@ -167,11 +167,26 @@ def check(cond: bool, flag: str, value: Any, allowed: str) -> None:
         raise UsageError(flag, value, allowed)
 
 
+def available_memory() -> Optional[float]:
+    """Bytes a new allocation can get: Linux's MemAvailable (free memory plus the page cache
+    it can reclaim), else the free pages; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def check_memory(needed: float, what: str, advice: str) -> None:
     """Refuse, before allocating, a computation needing more than the machine's free memory."""
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    free = available_memory()
+    if free is None:
         return
     if needed > 0.8 * free:
         raise UsageError(what, f"{needed / 2**30:.3g} GiB", f"the machine has {free / 2**30:.3g} GiB free; {advice}")

@@ -109,8 +109,9 @@ def main(argv: Sequence[str]) -> int:
             args.quiet, args.no_plot = True, True
     family = particles.FAMILIES[args.geometry]
     largest = {k: max(axes[k]) for k in ("n", "m", "d") if k in axes}
-    c.check_memory(_sweep.cell_bytes(_families.shapes_of(family, largest)), "--n/--m",
-                   "one cell needs this much (its N×N Gram and N×M scores in float64): use smaller --n or --m, "
+    flags = "/".join(f"--{k}" for k in ("n", "m", "d") if k in family.shape_axes)
+    c.check_memory(_sweep.cell_bytes(_families.shapes_of(family, largest)), flags or "--n",
+                   f"one cell needs this much (its N×N Gram and N×M scores in float64): use smaller {flags or '--n'}, "
                    "or particles.gd_vocab for vocabulary-scale memories")
     if args.resume:
         c.check(args.out is not None and os.path.exists(os.path.join(args.out, PARTIAL)), "--resume", args.out,

@@ -104,8 +104,9 @@ def main(argv: Sequence[str]) -> int:
     lrs = None if a.lr is None else c.parse_floats("--lr", a.lr, positive=True)
     preset = (R.FULL if a.full else R.QUICK)["all" if a.mode in ("all", "all6") else "wo2"]
     if not a.reproduce:
-        # A lower bound on a step's memory: both layers' B x T x T attention weights, kept for
-        # the backward pass, in float32, for every step size trained at once.
+        # A lower bound on a step's memory: both layers' B x T x T attention weights and their
+        # gradients in the backward pass (2 x 2 arrays of 4-byte floats), for every step size
+        # trained at once.
         needed = len(lrs or preset["lrs"]) * (a.batch or preset["batch"]) * a.seq_len**2 * 2 * 2 * 4
         c.check_memory(needed, "--batch/--seq-len", "use a smaller --batch or --seq-len, or fewer --lr values")
     out = c.out_folder("--out", a.out)
