@@ -324,3 +324,37 @@ def test_tie_rule_balanced_frequencies_and_old_descent_metadata():
                                                       "final_scores", "status", "first_bad_step")},
                         info=meta_json(meta))
     assert len(pa.compare(P, old).rows) == len(pa.compare(P, w).rows) > 0
+
+
+def test_an_underparameterized_but_separable_memory_gets_the_separable_rows():
+    """d = 2 < N = 3, yet v = (1, -1/2) puts every input on its target's side (e0·v = 1,
+    e1·v = -1/2, e2·v = 1/(2√2)): no finite minimiser, the separable predictions apply."""
+    E = np.array([[1.0, 0.0], [0.0, 1.0], [2**-0.5, 2**-0.5]])
+    P = pt.Problem.from_embeddings(E, np.eye(2), np.array([0.5, 0.3, 0.2]), np.array([0, 1, 0]))
+    assert pa.regimes(P) == ("underparameterized",)  # separability needs the max-margin solve
+    c = pa.compare(P, pt.gd(P, 1.0, 200))
+    assert c.regimes == ("underparameterized", "separable")
+    assert "loss · ηt → ‖W_mm‖²" in [r.quantity for r in c.rows]
+
+
+def test_the_dimension_of_gram_only_inputs_is_their_numerical_rank():
+    """G_E = 1000 A Aᵀ + 1e-9 I with A of rank 2: the inputs span 2 dimensions up to 1e-12 of
+    the Gram's scale, so the memory is under-parameterised (and full rank at tol 1e-10)."""
+    A = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    Q = pt.Problem.from_grams(1000 * A @ A.T + 1e-9 * np.eye(3), np.eye(2), np.array([0.5, 0.3, 0.2]),
+                              np.array([0, 1, 0]))
+    assert pa.regimes(Q) == ("separable", "underparameterized")
+
+
+def test_a_run_of_zero_steps_is_compared_at_step_0_only():
+    O = pt.orthogonal(np.array([0.5, 0.3, 0.2]), 2)
+    c = pa.compare(O, pt.gd(O, 1.0, 0))
+    assert [r.quantity for r in c.rows] == ["margin m(0) at step 0", "margin m(1) at step 0", "margin m(2) at step 0",
+                                            "max over x, saved t of |m - m_theory|", "loss at step 0"]
+    assert all(r.simulated == 0.0 for r in c.rows[:3])
+
+
+def test_a_run_of_another_problem_is_refused():
+    three, two = pt.orthogonal(np.array([0.5, 0.3, 0.2]), 2), pt.orthogonal(np.array([0.5, 0.5]), 2)
+    with pytest.raises(ValueError, match="its own problem"):
+        pa.compare(two, pt.gd(three, 1.0, 5))  # same M, another N

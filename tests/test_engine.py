@@ -424,3 +424,39 @@ def test_weight_decay_is_recorded_only_when_used():
         plain, decayed = run(), run(weight_decay=0.125)
         assert "weight_decay" not in plain.metadata and plain.metadata["settings"]["weight_decay"] is None
         assert decayed.metadata["weight_decay"] == 0.125 and decayed.metadata["settings"]["weight_decay"] == 0.125
+
+
+def test_public_integrators_and_sweeps_take_keyword_arguments():
+    """Every argument has a name users may write; a keyword call equals the positional one."""
+    P = pt.two_particles(0.5, 0.75)
+    for integrate in (pt.gd, pt.gd_weights):
+        a, b = integrate(problem=P, lr=1.0, steps=3), integrate(P, 1.0, 3)
+        assert np.array_equal(np.asarray(a.margins), np.asarray(b.margins))
+    a = pt.sweep(problem="equicorrelated", axes={"lr": [1.0]}, steps=3)
+    b = pt.sweep("equicorrelated", {"lr": [1.0]}, 3)
+    assert a.outputs["final_loss"].tolist() == b.outputs["final_loss"].tolist()
+    assert float(pt.theory.sharpness(problem=P, S=P.S0)) == float(pt.theory.sharpness(P, P.S0))
+
+
+def test_a_resumed_run_has_no_bad_step():
+    P = pt.two_particles(0.5, 0.75)
+    resumed = pt.gd(P, 1.0, 10, resume=pt.gd(P, 1.0, 5))
+    assert resumed.ok and int(resumed.first_bad_step) == -1 and resumed.status == pt.Status.OK
+
+
+def test_gd_step_with_a_python_float_weight_decay_is_gd_on_w():
+    """One step of W <- W - lr (grad L(W) + λ W), in numpy on W, against the score-space step
+    with λ given as a Python float (the path that skips λ = 0)."""
+    rng = np.random.default_rng(3)
+    E, U = rng.normal(size=(3, 2)), rng.normal(size=(2, 2))
+    p, t = np.array([0.5, 0.3, 0.2]), np.array([0, 1, 0])
+    W = rng.normal(size=(2, 2))
+    S = E @ W.T @ U.T
+    Pm = np.exp(S - S.max(1, keepdims=True))
+    Pm /= Pm.sum(1, keepdims=True)
+    grad = U.T @ (Pm - np.eye(2)[t]).T @ np.diag(p) @ E  # dL/dW for S = E W^T U^T
+    lr, lam = 0.7, 0.1
+    W1 = W - lr * (grad + lam * W)
+    problem = pt.Problem.from_embeddings(E, U, p, t)
+    got = np.asarray(_dynamics.gd_step(problem, jnp.asarray(S), lr, weight_decay=lam))
+    assert max_abs(got, E @ W1.T @ U.T) <= 1e-14  # a handful of O(1) products

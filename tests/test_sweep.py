@@ -289,21 +289,25 @@ def test_the_engine_is_the_kernel_only_where_it_applies():
 def test_default_chunks_follow_the_memory_budget(monkeypatch):
     from particles import _sweep
 
+    ndev = len(jax.devices())  # chunks are rounded up to a multiple of the devices
     axes = {"lr": [0.5, 1.0, 2.0], "corr": [0.1, 0.5, 0.9], "n": [2, 8]}
     whole = pt.sweep("equicorrelated", axes, 10)
     assert whole.chunks_total == 2  # one chunk per shape (n = 2, n = 8) under the default budget
-    # A cell of n inputs (m = n) is budgeted 8 (16 n max(m, n) + 256) bytes: 2560 for n = 2,
-    # 10240 for n = 8. With a budget of 10240 a chunk holds 4 cells of n = 2 and 1 of n = 8,
-    # rounded up to the 2 devices (2): 3 + 5 chunks for 9 cells of each shape.
-    monkeypatch.setattr(_sweep, "MEMORY_BUDGET", 8.0 * (16 * 64 + 256))
+    # A budget between 3 and 4 cells of n = 2 and below one cell of n = 8 (a cell's budget
+    # grows like n², the Grams and scores, above a fixed part).
+    two, eight = _sweep.cell_bytes({"n": 2}), _sweep.cell_bytes({"n": 8})
+    assert eight > 3.5 * two
+    monkeypatch.setattr(_sweep, "MEMORY_BUDGET", 3.5 * two)
     small = pt.sweep("equicorrelated", axes, 10)
-    assert small.chunks_total == math.ceil(9 / 4) + math.ceil(9 / 2)
-    monkeypatch.setattr(_sweep, "MEMORY_BUDGET", 1.0)  # never below one cell (then two devices' worth)
+    assert small.chunks_total == math.ceil(9 / (ndev * math.ceil(3 / ndev))) + math.ceil(9 / ndev)
+    monkeypatch.setattr(_sweep, "MEMORY_BUDGET", 1.0)  # never below one cell (then the devices' worth)
     tiny = pt.sweep("equicorrelated", axes, 10)
-    assert tiny.chunks_total == 2 * math.ceil(9 / 2)
+    assert tiny.chunks_total == 2 * math.ceil(9 / ndev)
     for s in (small, tiny):
         for k in whole.outputs:
             np.testing.assert_array_equal(s.outputs[k], whole.outputs[k])
+    # More outputs cost more: M = 64 outputs for n = 2 inputs is budgeted far above M = 2.
+    assert _sweep.cell_bytes({"n": 2, "m": 64}) > 5 * _sweep.cell_bytes({"n": 2, "m": 2})
 
 
 def test_sweep_arguments_and_axes_are_checked():
@@ -422,3 +426,15 @@ def test_the_kernel_tie_rule():
     full = lambda m1, m2, p1: bool(_grid._full(jnp.asarray(m1), jnp.asarray(m2), p1, 1 - p1))  # noqa: E731
     assert full(0.0, 1.0, 0.5) and not full(1.0, 0.0, 0.5) and not full(-1e-300, 1.0, 0.5)
     assert full(-1.0, 1.0, 0.0) and full(1.0, -1.0, 1.0)
+
+
+def test_inputs_that_never_occur_do_not_set_the_least_margin():
+    """p = (0.7, 0.3, 0): the third input never occurs, its margin falls (nothing pulls it
+    up), and the sweep's final_min_margin is the least margin of the other two, as gd has it."""
+    def factory(corr):
+        return pt.equicorrelated(3, corr, p=jnp.array([0.7, 0.3, 0.0]))
+
+    s = pt.sweep(factory, {"lr": [1.0], "corr": [0.5]}, 20, metrics=["final_min_margin"])
+    m = np.asarray(pt.gd(factory(0.5), 1.0, 20).margins[-1])
+    assert m[2] < min(m[:2])  # the unseen input would otherwise be the least
+    assert s.outputs["final_min_margin"].item() == min(m[:2])

@@ -170,3 +170,32 @@ def test_integer_keys_and_more_bad_inputs():
         T.sharpness(prob, S, block=0)
     with pytest.raises(ValueError, match="key=-1"):
         T.sharpness(prob, S, key=-1)
+
+
+def test_block_restarts_are_needed_and_work():
+    """The restart test with blocks of 2: each restart re-orthonormalises two residual vectors
+    against the kept Ritz vectors and each other (Gram-Schmidt); compared with dense eigh."""
+    key = jax.random.PRNGKey(7)
+    prob = particles.random_sphere(key, 12, 12, 5)
+    S = 3.0 * jax.random.normal(key, (12, 12))
+    got, info = T.sharpness(prob, S, method="lanczos", iters=8, restarts=40, block=2, return_info=True, key=3)
+    assert info["converged"] and info["cycles"] > 1
+    assert abs(float(got) / _dense_top(prob, S) - 1) <= 1e-8, (float(got), info)
+
+
+def test_auto_precision_warm_starts_in_float32_from_the_documented_size(monkeypatch):
+    """`precision="auto"`: float64 scores of N M >= `_MIXED_MIN` entries (2^16; lowered here to
+    keep the test small) take the float32 warm start (hvps32 > 0), smaller ones and float32
+    scores do not; the answer agrees with float64 Lanczos to tol."""
+    from particles.theory import _sharpness
+
+    monkeypatch.setattr(_sharpness, "_MIXED_MIN", 48)
+    p = 1 + 1e-2 * np.arange(8)
+    prob = particles.orthogonal(p / p.sum(), M=6)
+    S = jnp.tile(jnp.linspace(-1.0, 1.0, 6), (8, 1)) * (1 + jnp.arange(8)[:, None] / 8)
+    got, info = T.sharpness(prob, S, method="lanczos", return_info=True)
+    ref = T.sharpness(prob, S, method="lanczos", precision="float64")
+    assert info["hvps32"] > 0 and abs(float(got) / float(ref) - 1) <= 1e-8
+    small = particles.orthogonal(np.full(6, 1 / 6), M=6)  # N M = 36 < 48
+    _, info = T.sharpness(small, S[:6], method="lanczos", return_info=True)
+    assert info["hvps32"] == 0

@@ -256,3 +256,15 @@ def test_first_step_forgetting_and_the_map_against_numpy_on_a_grid():
              a[1] + 2 * 1.5 * (0.3 * phi(a[1]) - 0.3 * 0.7 * phi(a[0]))]
     got = np.asarray(T.two_particles_gd_margins(2, 1.5, 0.3, 0.7))
     assert got.shape == (3, 2) and np.max(np.abs(got[-1] - a)) <= 1e-15 and got[0].tolist() == [0.0, 0.0]
+
+
+def test_the_loss_asymptote_scales_with_the_step_size():
+    """GD at lr = 0.5 for 10^5 steps (flow time t = lr·k = 5e4): L (1 - corr) lr k → 1 with a
+    correction of order log(t)/t (≈ 2.4 log t / t at corr = 0.5, the measured constant of the
+    docstring: 5e-4 here); the tolerance 1e-2 keeps a factor 20 of margin and still fails any
+    other power of lr."""
+    corr, lr, k = 0.5, 0.5, 100_000
+    loss = float(particles.gd(particles.two_particles(corr, 0.75), lr, k, save_every=k).loss[-1])
+    assert abs(loss * (1 - corr) * lr * k - 1) <= 1e-2
+    assert abs(float(T.two_particles_loss_asymptote(lr * k, 1.0, corr)) / loss - 1) <= 1e-2
+    assert abs(float(T.two_particles_loss_asymptote(k, lr, corr)) / loss - 1) <= 1e-2
