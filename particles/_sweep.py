@@ -75,7 +75,9 @@ class Sweep:
 
     **Fields:** `axes` (name → values, in the order given), `outputs` (metric → array of
     shape `shape`), `config` (the family, steps and options, JSON-able), `chunks_computed`
-    (in this call; fewer than `chunks_total` when resumed), `chunks_total`.
+    (in this call; fewer than `chunks_total` when resumed), `chunks_total`. In a partial
+    sweep (a checkpoint) the cells not computed yet hold −2 in integer metrics (−1 means
+    "never") and NaN in the others.
     """
 
     axes: dict

@@ -193,7 +193,11 @@ def test_resume_after_an_interrupt_equals_the_uninterrupted_sweep(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         pt.sweep("equicorrelated", axes, 30, chunk_size=2, checkpoint=ck)
     monkeypatch.delenv("PARTICLES_STOP_AFTER_CHUNKS")
-    assert pt.load(ck).chunks_computed == 2
+    partial = pt.load(ck)
+    assert partial.chunks_computed == 2
+    # The cells of the chunks not run yet hold -2 (integer metrics) and NaN (the others).
+    late = partial.outputs["first_full_accuracy"].reshape(-1)[8:]
+    assert late.size and np.all(late == -2) and np.all(np.isnan(partial.outputs["final_loss"].reshape(-1)[8:]))
     with pytest.raises(ValueError, match="resume"):
         pt.sweep("equicorrelated", axes, 30, chunk_size=2, checkpoint=ck)
     with pytest.raises(ValueError, match="different sweep"):
