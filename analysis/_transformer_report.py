@@ -73,10 +73,14 @@ def report_section(result) -> list:
     secs = getattr(result, "info", {}).get("seconds", {}) if _is_reproduction(result) else {}
     out = []
     if _is_reproduction(result):
+        claims = bool(result.info.get("claims"))
+        call = "claims=True" if claims else f"quick={quick}"
         out.append(f"Transformer experiment (Bietti et al. 2023 setting), `particles.transformer.reproduce("
-                   f"quick={quick})`, {secs.get('total', float('nan')):.0f} s on this machine. "
+                   f"{call})`, {secs.get('total', float('nan')):.0f} s on this machine. "
                    + ("QUICK: reduced batch, steps and pool (see the batch and step columns); the claims below "
-                      "need the paper-setting runs." if quick else "Paper settings: batch 512, d = 64."))
+                      "need the paper-setting runs." if quick else "Paper settings: batch 512, d = 64"
+                      + (" (the runs behind the claims: W_O² alone from random and ideal keys, "
+                         "`reproduce.py --figure transformer --claims`)." if claims else ".")))
     else:
         out.append(f"Transformer run `{next(iter(runs.values())).label}`.")
     out.append("")
