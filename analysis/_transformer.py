@@ -127,8 +127,9 @@ def _chars():
 
 
 def figures(result) -> dict:
-    """{name: matplotlib Figure} for a [`Run`][] or a [`Reproduction`][]: one figure per
-    run ("transformer_<name>"), and for a reproduction an overview of the W_O^2 runs' losses.
+    """{name: matplotlib Figure} for a [`Run`][particles.transformer.Run] or a
+    [`Reproduction`][particles.transformer.Reproduction]: one figure per run
+    ("transformer_<name>"), and for a reproduction an overview of the W_O^2 runs' losses.
 
     >>> from particles.transformer import Run
     >>> sorted(figures(Run.empty_for_doc()))

@@ -57,7 +57,8 @@ def _faster(res) -> tuple:
 
 
 def report_section(result) -> list:
-    """The Markdown lines of REPORT.md's section 7 for a [`Run`][] or [`Reproduction`][].
+    """The Markdown lines of REPORT.md's section 7 for a [`Run`][particles.transformer.Run] or
+    [`Reproduction`][particles.transformer.Reproduction].
 
     Tables per run and η (loss, speed, the paper's plotted window, spikes, margin
     oscillation), agreement with the particle prediction, the remaining differences from
