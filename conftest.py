@@ -22,8 +22,8 @@ collect_ignore = ["scripts", "benchmarks", "docs", "build", "site"]
 
 @pytest.fixture(autouse=True)
 def _os_exit_raises(monkeypatch):
-    """A command's fast exit (`os._exit`, particles/cli/_common.py `entry`) run inside a test
-    would end the whole session with that code, the remaining tests unrun: raise instead."""
+    """`os._exit` (the explorer's way out while a compilation thread still runs) reached inside
+    a test would end the whole session with that code, the remaining tests unrun: raise instead."""
 
     def leave(code):
         raise SystemExit(code)

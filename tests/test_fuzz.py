@@ -2,12 +2,10 @@
 0, 2 or 3, one line on error, never a traceback, and never a NaN in a file of a success.
 
 The tools run in-process through their console-script entry points (`particles.cli.simulate.entry`,
-`particles.cli.sweep.entry`: `run_main(main, ...)`, then `os._exit` with its code), so argparse's
-own errors are seen with the exit code a user gets (the root conftest.py turns `os._exit` into
-`SystemExit` in tests).
+`particles.cli.sweep.entry`: `sys.exit(run_main(main, ...))`), so argparse's own errors are seen
+with the exit code a user gets.
 """
 
-import gc
 import json
 import os
 import random
@@ -59,12 +57,8 @@ SWEEP_FLAGS = {
 def _run(module, prog, argv, capsys, monkeypatch):
     """Run a tool as its console script does; returns (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", [prog, *argv])
-    thresholds = gc.get_threshold()
-    try:
-        with pytest.raises(SystemExit) as e:
-            module.entry()
-    finally:
-        gc.set_threshold(*thresholds)
+    with pytest.raises(SystemExit) as e:
+        module.entry()
     out, err = capsys.readouterr()
     return e.value.code, out, err
 

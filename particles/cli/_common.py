@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import errno
-import gc
 import math
 import os
 import sys
@@ -106,17 +105,10 @@ def _describe(e: BaseException) -> str:
 def entry(main: Callable[[Sequence[str]], int], prog: str) -> None:
     """A console script: run `main` on sys.argv and exit with its code.
 
-    Two measured start-up savings of a short command (BENCHMARKS.md, finding 7): importing
-    and tracing JAX allocates millions of long-lived objects that the default thresholds
-    rescan in full collections, so collections are made rarer (the process is ours); and the
-    process ends with `os._exit` once output is flushed — every file was written atomically
-    by then, and the interpreter's teardown of JAX's backends costs about half a second.
+    (Rarer garbage collections and an `os._exit` after flushing were measured here and gave
+    under 6% of the headline command's wall time, within noise: BENCHMARKS.md, finding 7.)
     """
-    gc.set_threshold(100_000, 50, 1000)
-    code = run_main(main, prog=prog)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    sys.exit(run_main(main, prog=prog))
 
 
 # ----------------------------------------------------------- value parsing

@@ -22,7 +22,6 @@ failure.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import os
 import sys
 from typing import Sequence
@@ -179,20 +178,16 @@ def build_problem(args):
 
 # ----------------------------------------------------------------- the runs
 def run_all(args, problem, lrs, bars) -> dict:
-    """{name: Trajectory}: the rates in one batched call (gd/sgd), and the flow beside them.
+    """{name: Trajectory}: the rates in one batched call (gd/sgd), then the flow.
 
-    The flow runs on a second thread: XLA compiles without holding the GIL, so on two cores
-    the flow's compilation overlaps GD's (BENCHMARKS.md, finding 7, measures the gain).
+    (Solving the flow on a second thread while GD compiles saved 5–9% of the headline's wall
+    time, under the 10% a start-up trick must save to stay: BENCHMARKS.md, finding 7.)
     """
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        flow = None
-        if args.flow:
-            t1 = args.t1 or args.steps * max(lrs)
-            flow_scores = 201 * problem.N * problem.M <= SCORES_BUDGET
-            flow = pool.submit(particles.flow, problem, t1, save_scores=flow_scores)
-        runs = _discrete(args, problem, lrs, bars)
-        if flow is not None:
-            runs["flow"] = jax.device_get(flow.result())
+    runs = _discrete(args, problem, lrs, bars)
+    if args.flow:
+        t1 = args.t1 or args.steps * max(lrs)
+        flow_scores = 201 * problem.N * problem.M <= SCORES_BUDGET
+        runs["flow"] = jax.device_get(particles.flow(problem, t1, save_scores=flow_scores))
     return runs
 
 
