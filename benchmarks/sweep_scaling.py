@@ -26,14 +26,14 @@ import argparse
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a source tree without installing
+
+from benchmarks._processes import run_processes  # noqa: E402
 
 
 def _axes(quick: bool) -> dict:
@@ -87,25 +87,7 @@ def run_config(args, devices: int, processes: int = 1) -> dict:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         r["config"] = f"{devices} device" + ("s" if devices > 1 else "")
         return r
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", PARTICLES_QUIET="1")
-    # Files, not pipes: a process blocked on a full pipe never reaches the others' barrier.
-    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(2 * processes)]
-    procs = [subprocess.Popen(base + ["--processes", str(processes), "--process-id", str(i), "--port", str(port)],
-                              env=env, cwd=ROOT, stdout=logs[2 * i], stderr=logs[2 * i + 1], text=True)
-             for i in range(processes)]
-    for pr in procs:
-        pr.wait(timeout=args.timeout)
-    outs = []
-    for f in logs:
-        f.seek(0)
-        outs.append(f.read())
-    for i, pr in enumerate(procs):
-        if pr.returncode:
-            raise RuntimeError(f"{processes} processes failed (process {i}):\n{outs[2 * i + 1][-3000:]}")
-    res = [json.loads(outs[2 * i].strip().splitlines()[-1]) for i in range(processes)]
+    res = run_processes(base, processes, cwd=ROOT, timeout=args.timeout, env=dict(PARTICLES_QUIET="1"))
     r = res[0]
     r["config"] = f"{processes} processes x 1 device"
     r["digests_agree_across_processes"] = len({x["digest"] for x in res}) == 1

@@ -14,7 +14,7 @@ import html
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import (Button, ColumnDataSource, Div, LinearAxis, LinearScale, NumericInput, Range1d, Select,
+from bokeh.models import (Button, ColumnDataSource, Div, NumericInput, Select,
                           Slider, Span)
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
@@ -24,10 +24,8 @@ import particles as pt
 from . import _compute as c
 from . import _compute_many as cm
 from ._inputs import D_MAX, LR_RANGE, M_MAX, MANY_STEPS_MAX, N_MAX, SEED_MAX, ManySettings, many_command, many_settings
-from ._view import View, from_log, log_slider
+from ._view import TOOLS, View, from_log, log_slider, loss_figure
 
-BLUE, ORANGE = "#0072B2", "#D55E00"
-TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 AUTO_TABLE = 256
 MARGIN_ROWS = 300  # about this many log-spaced rows per margin curve  # N·M up to which the comparison table follows every move
 
@@ -79,15 +77,8 @@ class ManyView(View):
         self.margin_fig = f
         self.series = ColumnDataSource(dict(step=[], loss=[], zero_one=[]), name="many_series")
         self.spikes = ColumnDataSource(dict(step=[], loss=[]), name="many_spikes")
-        f = figure(width=440, height=380, y_axis_type="log", x_axis_label="step", y_axis_label="cross-entropy loss",
-                   title="loss (line), 0-1 loss (dotted, right), spikes ▼", tools=TOOLS, name="many_loss")
-        f.extra_y_ranges = {"zo": Range1d(-0.03, 1.03)}
-        f.extra_y_scales = {"zo": LinearScale()}  # else the twin axis inherits the log scale
-        f.add_layout(LinearAxis(y_range_name="zo", axis_label="0-1 loss"), "right")
-        f.line("step", "loss", source=self.series, color=BLUE, line_width=1.5)
-        f.line("step", "zero_one", source=self.series, color=BLUE, line_dash="dotted", y_range_name="zo")
-        f.scatter("step", "loss", source=self.spikes, marker="inverted_triangle", size=9, color=ORANGE)
-        self.loss_fig = f
+        self.loss_fig = loss_figure(self.series, self.spikes, width=440, height=380,
+                                    y_axis_label="cross-entropy loss", name="many_loss")
 
     # ------------------------------------------------------- View methods
     def read(self) -> ManySettings:

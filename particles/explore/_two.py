@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from bokeh.events import Tap
 from bokeh.layouts import column, row
-from bokeh.models import (Button, CheckboxGroup, ColumnDataSource, Div, HoverTool, LinearAxis, LinearColorMapper,
-                          LinearScale, Range1d, Slider, Span, TextInput)
+from bokeh.models import (Button, CheckboxGroup, ColumnDataSource, Div, HoverTool, LinearColorMapper,
+                          Range1d, Slider, Span, TextInput)
 from bokeh.palettes import Greys256, viridis
 from bokeh.plotting import figure
 from bokeh.plotting.contour import contour_data
@@ -23,12 +23,10 @@ import particles as pt
 
 from . import _compute as c
 from ._inputs import LR_RANGE, TWO_STEPS_MAX, TwoSettings, two_command, two_settings
-from ._view import View, from_log, log_slider
+from ._view import BLUE, GREEN, ORANGE, TOOLS, View, from_log, log_slider, loss_figure
 
-BLUE, ORANGE, GREEN = "#0072B2", "#D55E00", "#009E73"  # Okabe-Ito, as analysis' plots
 LEVELS = 12
 DOTS = 300  # about this many log-spaced steps get a dot on the path and a point on the margin curves
-TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 FLOW_KEY = ("flow",)
 
 
@@ -102,15 +100,7 @@ class TwoView(View):
     def _curves(self):
         self.series = ColumnDataSource(dict(step=[], loss=[], zero_one=[], ratio=[]), name="two_series")
         self.spikes = ColumnDataSource(dict(step=[], loss=[]), name="two_spikes")
-        f = figure(width=460, height=230, y_axis_type="log", title="loss (line), 0-1 loss (dotted, right), spikes ▼",
-                   x_axis_label="step", tools=TOOLS, name="two_loss")
-        f.extra_y_ranges = {"zo": Range1d(-0.03, 1.03)}
-        f.extra_y_scales = {"zo": LinearScale()}  # else the twin axis inherits the log scale
-        f.add_layout(LinearAxis(y_range_name="zo", axis_label="0-1 loss"), "right")
-        f.line("step", "loss", source=self.series, color=BLUE, line_width=1.5)
-        f.line("step", "zero_one", source=self.series, color=BLUE, line_dash="dotted", y_range_name="zo")
-        f.scatter("step", "loss", source=self.spikes, marker="inverted_triangle", size=9, color=ORANGE)
-        self.loss_fig = f
+        self.loss_fig = loss_figure(self.series, self.spikes, width=460, height=230, name="two_loss")
 
         self.margins = ColumnDataSource(dict(t=[], m1=[], m2=[]), name="two_margins")
         self.flow_margins = ColumnDataSource(dict(t=[], m1=[], m2=[]), name="two_flow_margins")

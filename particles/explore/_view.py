@@ -18,7 +18,9 @@ import traceback
 from typing import Optional
 
 from bokeh.layouts import column, row
-from bokeh.models import Button, CustomJS, CustomJSTickFormatter, Div, Slider
+from bokeh.models import (Button, CustomJS, CustomJSTickFormatter, Div, LinearAxis, LinearScale, Range1d,
+                          Slider)
+from bokeh.plotting import figure
 
 from ._inputs import InputError, command_line
 
@@ -27,6 +29,25 @@ log = logging.getLogger("particles.explore")
 OK_STYLES = {"color": "#333", "min-height": "1.4em"}
 BAD_STYLES = {"color": "#b00020", "font-weight": "bold", "min-height": "1.4em"}
 BAD_STYLE = "color:#b00020;font-weight:bold"
+
+
+BLUE, ORANGE, GREEN = "#0072B2", "#D55E00", "#009E73"  # Okabe-Ito, as analysis' plots
+TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+
+
+def loss_figure(series, spikes, **options):
+    """The loss (log scale), the 0-1 loss on a linear twin axis (dotted) and the spikes (▼) of
+    `series` (columns step, loss, zero_one) and `spikes` (step, loss); `options` go to
+    `figure` (size, name, axis labels)."""
+    f = figure(y_axis_type="log", title="loss (line), 0-1 loss (dotted, right), spikes ▼", x_axis_label="step",
+               tools=TOOLS, **options)
+    f.extra_y_ranges = {"zo": Range1d(-0.03, 1.03)}
+    f.extra_y_scales = {"zo": LinearScale()}  # else the twin axis inherits the log scale
+    f.add_layout(LinearAxis(y_range_name="zo", axis_label="0-1 loss"), "right")
+    f.line("step", "loss", source=series, color=BLUE, line_width=1.5)
+    f.line("step", "zero_one", source=series, color=BLUE, line_dash="dotted", y_range_name="zo")
+    f.scatter("step", "loss", source=spikes, marker="inverted_triangle", size=9, color=ORANGE)
+    return f
 
 
 def log_slider(name: str, title: str, lo: float, hi: float, value: float, *, integer: bool = False,
