@@ -358,3 +358,64 @@ def test_a_run_of_another_problem_is_refused():
     three, two = pt.orthogonal(np.array([0.5, 0.3, 0.2]), 2), pt.orthogonal(np.array([0.5, 0.5]), 2)
     with pytest.raises(ValueError, match="its own problem"):
         pa.compare(two, pt.gd(three, 1.0, 5))  # same M, another N
+
+
+def test_the_median_token_of_an_even_count_is_the_upper_middle_of_the_order():
+    """N = 6: the order by decreasing p is 2, 5, 0, 4, 1, 3; the median row is order[6 // 2] = 4."""
+    p = np.array([0.2, 0.08, 0.3, 0.02, 0.15, 0.25])
+    P = pt.orthogonal(p, M=2)
+    tokens = sorted(int(r.quantity[len("margin m("):].split(")")[0]) for r in pa.compare(P, pt.gd(P, 1.0, 5)).rows
+                    if r.quantity.startswith("margin m("))
+    assert tokens == [2, 3, 4]
+
+
+def test_the_loss_rate_counts_only_inputs_that_occur():
+    """p = (0.5, 0.5, 0): the loss·ηt limit is N(M−1)/M over the two inputs with p > 0, i.e. 1 (M = 2)."""
+    P = pt.orthogonal(np.array([0.5, 0.5, 0.0]), M=2)
+    row = one(pa.compare(P, pt.gd(P, 0.5, 20000, save_every=1000)), "loss · ηt")
+    assert row.predicted == pytest.approx(1.0, rel=1e-14) and "of 2 inputs" not in row.holds
+
+
+@pytest.mark.parametrize("p1", [0.0, 1.0])
+def test_a_token_that_never_occurs_gets_no_log_ratio_row(p1):
+    """log(p1/p2) is undefined when one frequency is 0: the row is left out, nothing raises."""
+    P = pt.two_particles(0.5, p1)
+    comp = pa.compare(P, pt.gd(P, 1.0, 30))
+    assert comp.rows and not any("log(p1/p2)" in r.quantity for r in comp.rows)
+
+
+def test_a_two_particle_run_of_zero_steps_has_no_asymptote_rows():
+    P = pt.two_particles(0.5, 0.75)
+    comp = pa.compare(P, pt.gd(P, 1.0, 0))
+    assert comp.rows and not any("≈ log" in r.quantity or "ηt" in r.quantity for r in comp.rows)
+
+
+def test_why_a_run_stopped_early_is_said_in_the_notes():
+    """A flow out of solver steps is 'stopped before t1'; a diverged GD run is 'non-finite';
+    a run that finished says neither."""
+    P = pt.two_particles(0.5, 0.75)
+    short = pt.flow(P, 1e6, max_steps=3)
+    assert not short.ok
+    assert any("stopped before t1" in n for n in pa.compare(P, short).notes)
+    for fine in (pt.flow(P, 1e3), pt.gd(P, 1.0, 5)):
+        assert not any("stopped" in n or "non-finite" in n for n in pa.compare(P, fine).notes)
+    good = pt.gd(P, 1.0, 6)
+    L = np.asarray(good.loss).copy()
+    L[4:] = np.inf
+    diverged = pt.Trajectory(t=good.t, steps=good.steps, loss=jnp.asarray(L), zero_one=good.zero_one,
+                             accuracy=good.accuracy, margins=good.margins, final_scores=good.final_scores,
+                             status=jnp.asarray(pt.Status.NON_FINITE), first_bad_step=jnp.asarray(4), info=good.info)
+    notes = pa.compare(P, diverged).notes
+    assert any("non-finite values from step 4" in n for n in notes) and not any("flow" in n for n in notes)
+
+
+def test_compare_takes_lr_by_keyword_only():
+    P = pt.two_particles(0.5, 0.75)
+    with pytest.raises(TypeError):
+        pa.compare(P, pt.gd(P, 1.0, 3), 1.0)
+
+
+def test_a_yes_no_row_stays_yes_no_whichever_side_is_a_number():
+    for predicted, simulated in ((True, 1.0), (1.0, False), (np.bool_(False), 0)):
+        r = pa.Row.of("q", predicted, simulated, "h")
+        assert r.predicted is bool(predicted) and r.simulated is bool(simulated) and r.abs_error is None

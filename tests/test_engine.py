@@ -460,3 +460,78 @@ def test_gd_step_with_a_python_float_weight_decay_is_gd_on_w():
     problem = pt.Problem.from_embeddings(E, U, p, t)
     got = np.asarray(_dynamics.gd_step(problem, jnp.asarray(S), lr, weight_decay=lam))
     assert max_abs(got, E @ W1.T @ U.T) <= 1e-14  # a handful of O(1) products
+
+
+def test_residual_with_soft_targets_is_softmax_minus_q():
+    """Rows of q(y|x) as targets (not one-hot): the residual is softmax(S) − q everywhere,
+    the target entry included, computed in numpy; ulps of O(1) numbers."""
+    rng = np.random.default_rng(5)
+    S = rng.normal(size=(4, 3))
+    Q = rng.dirichlet(np.ones(3), size=4)
+    P = np.exp(S - S.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    assert max_abs(np.asarray(_dynamics.residual(jnp.asarray(S), jnp.asarray(Q))), P - Q) <= 1e-15
+
+
+def test_a_zero_weight_decay_as_an_array_is_no_decay():
+    """λ = 0 is allowed however it is given (an array hyper-parameter is the jit-friendly form)."""
+    P = _problem(2)
+    plain = pt.gd(P, 0.5, 6)
+    for lam in (jnp.asarray(0.0), np.float64(0.0), 0):
+        run = pt.gd(P, 0.5, 6, weight_decay=lam)
+        assert np.array_equal(np.asarray(run.margins), np.asarray(plain.margins))
+    with pytest.raises(ValueError, match="weight_decay"):
+        pt.gd(P, 0.5, 6, weight_decay=jnp.asarray(-1e-3))
+
+
+def test_integrators_save_only_what_is_asked_by_default():
+    """No scores, no weights and no progress bar unless asked (PARTICLES_QUIET unset)."""
+    P = _problem(1)
+    for run in (pt.gd(P, 0.5, 4), pt.sgd(P, 0.5, 4, 2, 0), pt.gd_weights(P, 0.5, 4)):
+        assert run.scores is None
+    assert pt.gd_weights(P, 0.5, 4).W is None
+
+
+def test_no_progress_bar_by_default(capfd, monkeypatch):
+    monkeypatch.delenv("PARTICLES_QUIET", raising=False)
+    P = _problem(1)
+    pt.gd(P, 0.5, 4), pt.sgd(P, 0.5, 4, 2, 0), pt.gd_weights(P, 0.5, 4)
+    assert capfd.readouterr().err == ""
+    pt.gd(P, 0.5, 4, progress=True)
+    assert capfd.readouterr().err != ""  # the check above can see a bar
+
+
+def test_a_batch_of_rates_refuses_each_single_run_option(tmp_path):
+    P = _problem(1)
+    for kw in (dict(checkpoint=str(tmp_path / "c.npz")), dict(progress=True), dict(resume=pt.gd(P, 0.5, 2))):
+        with pytest.raises(ValueError, match="one learning rate"):
+            pt.gd(P, jnp.asarray([0.5, 1.0]), 4, **kw)
+
+
+def test_gd_on_w_needs_both_embeddings():
+    import equinox as eqx
+
+    P = _problem(1)
+    for missing in ("E", "U"):
+        half = eqx.tree_at(lambda q: getattr(q, missing), P, None, is_leaf=lambda x: x is None)
+        with pytest.raises(ValueError, match="no embeddings"):
+            pt.gd_weights(half, 0.5, 3)
+
+
+def test_a_save_schedule_is_immutable():
+    import dataclasses
+
+    s = Schedule.of(10, 1, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.rows = 3
+
+
+def test_correct_on_a_batch_of_score_matrices():
+    """`correct` takes (..., N, M) scores: a batch of 3 against argmax in numpy (ties to the first)."""
+    from particles import _observables as obs
+
+    rng = np.random.default_rng(8)
+    S = rng.integers(0, 3, size=(3, 4, 3)).astype(float)  # small integers: ties occur
+    Y = np.eye(3)[[0, 2, 1, 0]]
+    want = np.argmax(S, axis=-1) == np.array([0, 2, 1, 0])
+    assert np.array_equal(np.asarray(obs.correct(jnp.asarray(S), jnp.asarray(Y))), want)

@@ -224,6 +224,7 @@ def test_large_spikes_against_the_definition():
     assert ev.large_spikes(flat, 3.0, 6).tolist() == [6]  # index 6 = window: the first with a history
     assert ev.large_spikes(flat, 3.0, 7).tolist() == []  # index 6 < window: no history yet
     assert ev.large_spikes(np.ones(3), 3.0, 5).tolist() == []  # shorter than the window
+    assert ev.large_spikes(np.ones(5), 3.0, 5).tolist() == []  # as long as the window: no history yet
     one = np.ones(25)
     one[20] = 3.5
     assert ev.large_spikes(one).tolist() == [20]  # defaults: factor 3, window 20
@@ -271,6 +272,9 @@ def test_finite_rows_and_the_single_class_convention():
                         accuracy=jnp.ones(3), margins=jnp.full((3, 3), jnp.inf), final_scores=jnp.zeros((3, 1)),
                         status=jnp.asarray(0), first_bad_step=jnp.asarray(-1), info=meta_json(dict(integrator="gd")))
     assert int(pa.events(one)["first_bad_step"]) == -1 and pa.first_full_accuracy(one) == 0
+    lossy = traj([1.0, inf, 0.25], [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # finite margins, infinite loss
+    with pytest.warns(pa.NonFiniteWarning, match="step 1"):
+        assert pa.summarize(lossy)["first_bad"] == 1
     minus = traj([1.0, 0.5, 0.25], [[0.0, 0.0], [1.0, -inf], [2.0, 2.0]])
     with pytest.warns(pa.NonFiniteWarning, match="step 1"):
         assert pa.summarize(minus)["first_bad"] == 1
@@ -341,6 +345,7 @@ def test_log_slope_rows_and_arguments():
     assert pa.log_slope(tr)[0] == pytest.approx(2.0, rel=1e-14)
     small = np.array([0.0, 0.25, 0.5, 1.0])  # t_last = 1: t_min = t_last / 2 keeps 0.5 and 1
     y = np.log(np.maximum(small, 1e-300))[:, None]
+    y[1] = 5.0  # off the line: a t_min below 0.25 would change the slope
     assert pa.log_slope(traj(np.ones(4), y, t=small, steps=None, integrator="flow"))[0] == pytest.approx(1.0, rel=1e-14)
     with pytest.raises(ValueError, match="t > 0"):
         pa.log_slope(traj(np.ones(2), np.zeros(2), t=[0.0, 0.0], steps=None, integrator="flow"))

@@ -111,7 +111,7 @@ def test_sharpness_at_zero_vs_autodiff_hessian():
 
 
 def test_spike_lr_is_the_loss_increase_threshold():
-    for corr, p1 in [(0.5, 0.75), (0.95, 0.75), (0.8, 0.6)]:
+    for corr, p1 in [(0.5, 0.75), (0.95, 0.75), (0.8, 0.6), (0.9, 0.2)]:  # last: token 1 is the rare one
         prob = particles.two_particles(corr, p1)
         lr_star = float(T.two_particles_spike_lr(corr, p1))
         one_step = lambda lr: float(particles.gd(prob, lr, 1).loss[-1]) - np.log(2)
@@ -268,3 +268,11 @@ def test_the_loss_asymptote_scales_with_the_step_size():
     assert abs(loss * (1 - corr) * lr * k - 1) <= 1e-2
     assert abs(float(T.two_particles_loss_asymptote(lr * k, 1.0, corr)) / loss - 1) <= 1e-2
     assert abs(float(T.two_particles_loss_asymptote(k, lr, corr)) / loss - 1) <= 1e-2
+
+
+def test_margin_asymptote_at_a_step_size_other_than_one():
+    """m_x ≈ log(2 (1 − α) η p_x t) written out in numpy, at η = 0.3 (η enters as a product)."""
+    t, lr, corr, p1 = np.array([10.0, 1e4]), 0.3, 0.4, 0.7
+    want = np.log(2 * (1 - corr) * lr * t[:, None] * np.array([p1, 1 - p1]))
+    got = np.asarray(T.two_particles_margin_asymptote(t, lr, corr, p1))
+    assert np.max(np.abs(got - want)) <= 1e-14
