@@ -135,6 +135,11 @@ def _wait_tags(page, name, pred, timeout=90_000):
     return _model(page, name)[0]
 
 
+def _command(page, prefix):
+    """The command line shown in the view (the text "copy command" copies)."""
+    return _model(page, f"{prefix}_command", "value")
+
+
 def _path(page):
     data = _model(page, "two_gd", "data")
     return np.c_[data["x"], data["y"]]
@@ -171,7 +176,7 @@ def test_explorer_in_a_browser(app, browser):
     assert tags["loss_spikes"] == len(pa.loss_spikes(traj)) > 0
     assert tags["oscillations"] == list(pa.oscillations(traj))
     assert tags["forgets"] is True
-    command = _model(page, "two_command")[0]
+    command = _command(page, "two")
     assert command == "python scripts/simulate.py --n 2 --corr 0.94 --p 0.75,0.25 --lr 10 --steps 977"
 
     # A bad value typed into the page is a message, not a traceback; a good one is drawn.
@@ -204,7 +209,7 @@ def test_explorer_in_a_browser(app, browser):
     rows, ys = np.asarray(data["xs"][0], np.int64), np.array(data["ys"])
     np.testing.assert_allclose(ys.T, np.asarray(ref.margins)[rows], rtol=1e-9, atol=1e-9)
     assert tags["oscillations"] == list(pa.oscillations(ref))
-    assert _model(page, "many_command")[0].endswith("--lr 10 --steps 100 --no-flow")
+    assert _command(page, "many").endswith("--lr 10 --steps 100 --no-flow")
     page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('many_table').tags.length > 0",
                            timeout=90_000)
     assert "underparameterized" in _model(page, "many_table")[0]["regimes"]  # d = 3 < N = 5
@@ -229,3 +234,21 @@ def _check_not_blank(path):
     ink = np.mean(np.any(img < 235, axis=-1))
     colours = len(np.unique((img // 8) @ np.array([1024, 32, 1])))
     assert ink > 0.05 and colours > 40, f"the screenshot looks blank ({ink:.1%} ink, {colours} colours)"
+
+
+def test_the_plane_window_holds_the_paths_and_stays_put_for_small_moves():
+    """Half-width one of `NICE` × 10^k, centre on a grid of a quarter of it, every path inside;
+    a path that moves by a little keeps the window (the page then keeps its landscape)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scale = 10.0 ** rng.uniform(-1, 3)
+        path = rng.normal(size=(50, 2)) * scale + rng.normal(size=2) * scale
+        x0, x1, y0, y1 = c.window([path, None])
+        half = (x1 - x0) / 2
+        mantissa = half / 10.0 ** np.floor(np.log10(half))
+        assert np.isclose(y1 - y0, 2 * half) and min(abs(mantissa - m) for m in c.NICE) < 1e-9
+        assert np.all(path[:, 0] >= x0) and np.all(path[:, 0] <= x1) and np.all(path[:, 1] >= y0)
+        assert np.all(path[:, 1] <= y1) and x0 <= 0 <= x1 and y0 <= 0 <= y1 and half >= 1
+    _, gamma = _expected_path(0.95, 0.75, 10.0, 1000)
+    _, moved = _expected_path(0.95, 0.75, 10.03, 1000)
+    assert c.window([gamma]) == c.window([moved])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Optional
 
 import equinox as eqx
@@ -41,6 +42,7 @@ MANY_BUCKETS = (1000, 5000)
 PAD_SIZES = (16, 64)
 PAD_SCORE = -1e30  # exp(PAD_SCORE - max) is exactly 0: a padded class never gets mass
 LANDSCAPE_GRID = 120
+NICE = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)  # half-widths of the γ-plane window, × 10^k: ≤ 1.33× the need
 ASYMPTOTE_POINTS = 64
 TOL = ev.Tolerances.for_run("gd", "float64")  # the resolution `analysis.events` uses for a GD run
 
@@ -216,11 +218,26 @@ def landscape(problem, gammas, grid: int = LANDSCAPE_GRID):
     """
     from particles import analysis as pa
 
+    extent = window(gammas)
+    g1, g2, ce, zo = pa.landscape(problem, extent, grid)
+    return extent, g1, g2, ce, zo
+
+
+def window(gammas) -> tuple:
+    """The square (x0, x1, y0, y1) around 0 and the paths `gammas`: half-width the first of
+    `NICE` × 10^k at or above 0.55 × the paths' span (and ≥ 1), centre on a grid of a quarter of it.
+
+    Snapped so that a small move of a slider keeps the same window (and the page does not redraw
+    its plane); the window always holds the paths.
+    """
     pts = [np.zeros((1, 2))] + [np.asarray(g)[np.all(np.isfinite(g), axis=1)] for g in gammas if g is not None]
     pts = np.concatenate(pts)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    center = (lo + hi) / 2
-    half = max(1.0, 0.55 * float(np.max(hi - lo)))
-    extent = (center[0] - half, center[0] + half, center[1] - half, center[1] + half)
-    g1, g2, ce, zo = pa.landscape(problem, extent, grid)
-    return extent, g1, g2, ce, zo
+    need = max(1.0, 0.55 * float(np.max(hi - lo)))
+    k = math.floor(math.log10(need))
+    # Rounding the centre moves it by up to half / 8: take the next nice size until the paths fit.
+    for half in (m * 10.0**e for e in (k, k + 1, k + 2) for m in NICE):
+        center = np.round((lo + hi) / 2 / (half / 4)) * (half / 4)
+        if half >= need and np.all(hi <= center + half) and np.all(lo >= center - half):
+            break
+    return (float(center[0] - half), float(center[0] + half), float(center[1] - half), float(center[1] + half))

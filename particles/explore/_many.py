@@ -55,7 +55,7 @@ class ManyView(View):
                                  name="many_seed", css_classes=["pe-many-seed"], width=280)
         for w in (self.geometry, self.n, self.m, self.d, self.corr, self.zipf, self.lr, self.steps, self.seed):
             w.on_change("value", self.request)
-        self.numbers = Div(text="", name="many_numbers", width=950)
+        self.numbers = Div(text="", name="many_numbers_text", width=950)
         self.table = Div(text="", name="many_table", width=950)
         self.table_button = Button(label="compute the theory table", name="many_table_button", width=220, css_classes=["pe-many-table-button"])
         self.table_button.on_click(self._ask_table)
@@ -120,10 +120,10 @@ class ManyView(View):
             f"{int(np.sum(ev['oscillations'] > 0))} of {s.n} tokens",
             f"<b>final</b>: loss {r.loss[-1]:.4g}, 0-1 loss {r.zero_one[-1]:.4g}, smallest margin {np.min(final):.4g}",
         ])
-        self.numbers.tags = [dict(first_full_accuracy=int(ev["first_full_accuracy"]), loss_spikes=int(ev["loss_spikes"]),
+        self.values.tags = [dict(first_full_accuracy=int(ev["first_full_accuracy"]), loss_spikes=int(ev["loss_spikes"]),
                                   oscillations=[int(x) for x in ev["oscillations"]], n=s.n, m=s.m, d=s.d, lr=s.lr,
                                   steps=s.steps, geometry=s.geometry, seed=s.seed, corr=s.corr, zipf=s.zipf)]
-        self.message(r.status or f"ready: N={s.n}, M={s.m}, d={s.d}; {s.steps} GD steps at η = {s.lr:g}",
+        self.message(r.status or f"ready: N={s.n}, M={s.m}, d={s.d}; {s.steps} GD steps",
                      bad=bool(r.status))
         self._token += 1
         self._result = r

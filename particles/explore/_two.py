@@ -58,7 +58,8 @@ class TwoView(View):
         self.reset.on_click(lambda: setattr(self.gamma0, "value", "0, 0"))
         self.flow = CheckboxGroup(labels=["gradient flow (dashed)"], active=[0] if d.flow else [], name="two_flow",
                                   css_classes=["pe-two-flow"])
-        self.numbers = Div(text="", name="two_numbers", width=950)
+        self.numbers = Div(text="", name="two_numbers_text", width=950)
+        self._plane_key = None  # (α, p₁, window) of the landscape on the page
         for w in (self.corr, self.p1, self.lr, self.steps, self.gamma0):
             w.on_change("value", self.request)
         self.flow.on_change("active", self.request)
@@ -154,15 +155,21 @@ class TwoView(View):
 
     def draw(self, s: TwoSettings, r: c.TwoResult) -> None:
         flow = r.flow
-        extent, g1, g2, ce, zo = c.landscape(r.problem, [r.gamma, None if flow is None else flow["gamma"]])
-        x0, x1, y0, y1 = extent
-        self.image.data = dict(image=[zo], x=[x0], y=[y0], dw=[x1 - x0], dh=[y1 - y0])
-        lo = max(float(np.nanmin(ce)), 1e-3)
-        levels = np.geomspace(lo * 1.05, float(np.nanmax(ce)) * 0.95, LEVELS)
-        self.contours.set_data(contour_data(g1, g2, ce, levels, want_fill=False))
-        self.contours.levels = list(levels)
-        self.plane.x_range.start, self.plane.x_range.end = x0, x1
-        self.plane.y_range.start, self.plane.y_range.end = y0, y1
+        paths = [r.gamma, None if flow is None else flow["gamma"]]
+        # The landscape depends on α, p₁ and the window only: redrawn when one of them changes
+        # (the window is snapped, so most moves of η, the steps or γ₀ keep it).
+        plane = (s.corr, s.p1, c.window(paths))
+        if plane != self._plane_key:
+            self._plane_key = plane
+            extent, g1, g2, ce, zo = c.landscape(r.problem, paths)
+            x0, x1, y0, y1 = extent
+            self.image.data = dict(image=[zo], x=[x0], y=[y0], dw=[x1 - x0], dh=[y1 - y0])
+            lo = max(float(np.nanmin(ce)), 1e-3)
+            levels = np.geomspace(lo * 1.05, float(np.nanmax(ce)) * 0.95, LEVELS)
+            self.contours.set_data(contour_data(g1, g2, ce, levels, want_fill=False))
+            self.contours.levels = list(levels)
+            self.plane.x_range.start, self.plane.x_range.end = x0, x1
+            self.plane.y_range.start, self.plane.y_range.end = y0, y1
         m = r.margins
         self.gd.data = dict(x=r.gamma[:, 0], y=r.gamma[:, 1])
         # Dots (and the margins over log time) at log-spaced steps: every step of a long run
@@ -192,11 +199,11 @@ class TwoView(View):
         else:
             self.asymptote.data = dict(t=[], a1=[], a2=[])
         self.first.data = dict(t=[1.0, 1.0], m=list(th["first_step"])) if th["from_zero"] else dict(t=[], m=[])
-        self.numbers.text, self.numbers.tags = self._numbers(s, r)
+        self.numbers.text, self.values.tags = self._numbers(s, r)
         note = r.status or (flow or {}).get("message", "")
         if s.flow and flow is None:
             note = (note + "; " if note else "") + "gradient flow: compiling (once per session)…"
-        self.message(note or f"ready: {s.steps} GD steps at η = {s.lr:g}", bad=bool(r.status))
+        self.message(note or f"ready: {s.steps} GD steps", bad=bool(r.status))
 
     def _numbers(self, s: TwoSettings, r: c.TwoResult):
         ev, th = r.events, r.theory

@@ -18,8 +18,8 @@ import traceback
 from typing import Optional
 
 from bokeh.layouts import column, row
-from bokeh.models import (Button, CustomJS, CustomJSTickFormatter, Div, LinearAxis, LinearScale, Range1d,
-                          Slider)
+from bokeh.models import (Button, ColumnDataSource, CustomJS, CustomJSTickFormatter, Div, LinearAxis,
+                          LinearScale, Range1d, Slider, TextInput)
 from bokeh.plotting import figure
 
 from ._inputs import InputError, command_line
@@ -85,13 +85,21 @@ class View:
         self._scheduled = False
         self._waiting = False
         self.status = Div(text="", name=f"{self.prefix}_status", width=900, styles=OK_STYLES)
-        self.command = Div(text="", name=f"{self.prefix}_command", width=900)
+        # An input box, not a Div: a new value is written into the box, where a Div's new text
+        # re-lays out the whole page (~20 ms per move in Chromium). Edits typed into it are
+        # ignored: it shows the command of the sliders' settings.
+        self.command = TextInput(value="", title="the same run from the command line", name=f"{self.prefix}_command",
+                                 width=900, styles={"font-family": "monospace"})
+        # The numbers of the last update for programs (tests, benchmarks) in `tags`, on a model
+        # the page does not draw: any change to a Div re-lays out the page (~20 ms in Chromium).
+        self.values = ColumnDataSource(data={}, name=f"{self.prefix}_numbers")
+        doc.add_root(self.values)
         self.copy = Button(label="copy command", name=f"{self.prefix}_copy", width=130, css_classes=[css(f"{self.prefix}_copy")])
         self.save = Button(label="save", name=f"{self.prefix}_save", width=90, button_type="primary",
                            css_classes=[css(f"{self.prefix}_save")])
         self.saved = Div(text="", name=f"{self.prefix}_saved", width=640)
-        self.copy.js_on_click(CustomJS(args=dict(div=self.command), code="""
-            const text = div.tags.length ? div.tags[0] : "";
+        self.copy.js_on_click(CustomJS(args=dict(box=self.command), code="""
+            const text = box.value;
             if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text); }
             else { const t = document.createElement("textarea"); t.value = text; document.body.appendChild(t);
                    t.select(); document.execCommand("copy"); t.remove(); }"""))
@@ -153,8 +161,7 @@ class View:
         self.last_settings = settings
         self.last_args = self.args(settings)
         cmd = command_line(self.last_args)
-        self.command.tags = [cmd]
-        self.command.text = f"<code style='font-size:12px'>{html.escape(cmd)}</code>"
+        self.command.value = cmd
         self.timings.append(time.perf_counter() - t0)
         return True
 
