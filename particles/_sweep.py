@@ -157,7 +157,8 @@ def _check_axes(family, axes) -> dict:
 
 
 def _fingerprint(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # Not sorted: the order of the axes is the order of the cells, and part of the sweep.
+    return hashlib.sha256(json.dumps(spec, default=str).encode()).hexdigest()[:16]
 
 
 def sweep(
@@ -267,6 +268,9 @@ def _on_cells(family, flat, K, steps, metrics, batch_size, init_std, chunk_size,
         size = ndev * math.ceil(size / ndev)
         cell = _Cell(family, shapes, steps, batch_size, float(init_std), tol)
         chunks += [(cell, idx[i:i + size], size) for i in range(0, len(idx), size)]
+    # A checkpoint counts finished chunks: resuming it needs the same cells in the same chunks
+    # (another chunk_size, memory budget or device count would cut the grid elsewhere).
+    layout = config["chunks_layout"] = _fingerprint([ix.tolist() for _, ix, _ in chunks])
     outputs = {m: np.full(K, -2 if m in INTEGER_METRICS else np.nan,
                           np.int64 if m in INTEGER_METRICS else np.float64) for m in metrics}
     done = 0
@@ -277,7 +281,10 @@ def _on_cells(family, flat, K, steps, metrics, batch_size, init_std, chunk_size,
         prior = _results.load(checkpoint)
         if not isinstance(prior, Sweep) or prior.config.get("fingerprint") != config["fingerprint"]:
             raise ValueError(f"checkpoint={os.fspath(checkpoint)} is not allowed: it belongs to a different sweep "
-                             "(other axes, steps or options); use a fresh file or drop resume.")
+                             "(other axes or axis order, steps or options); use a fresh file or drop resume.")
+        if prior.config.get("chunks_layout") != layout:
+            raise ValueError(f"checkpoint={os.fspath(checkpoint)} is not allowed: it was cut into other chunks "
+                             "(chunk_size, memory budget or number of devices); resume with the same ones.")
         done = prior.chunks_computed
         for m in metrics:
             outputs[m] = prior.outputs[m].reshape(-1).copy()

@@ -202,6 +202,12 @@ def test_resume_after_an_interrupt_equals_the_uninterrupted_sweep(tmp_path, monk
         pt.sweep("equicorrelated", axes, 30, chunk_size=2, checkpoint=ck)
     with pytest.raises(ValueError, match="different sweep"):
         pt.sweep("equicorrelated", axes, 31, chunk_size=2, checkpoint=ck, resume=True)
+    # The same axes in another order are other cells in another order; another chunk size
+    # cuts the grid elsewhere: both would mix the finished cells with the wrong ones.
+    with pytest.raises(ValueError, match="different sweep"):
+        pt.sweep("equicorrelated", dict(reversed(list(axes.items()))), 30, chunk_size=2, checkpoint=ck, resume=True)
+    with pytest.raises(ValueError, match="other chunks"):
+        pt.sweep("equicorrelated", axes, 30, chunk_size=4, checkpoint=ck, resume=True)
     resumed = pt.sweep("equicorrelated", axes, 30, chunk_size=2, checkpoint=ck, resume=True)
     assert resumed.chunks_computed == resumed.chunks_total - 2
     for k in whole.outputs:
@@ -442,3 +448,43 @@ def test_inputs_that_never_occur_do_not_set_the_least_margin():
     m = np.asarray(pt.gd(factory(0.5), 1.0, 20).margins[-1])
     assert m[2] < min(m[:2])  # the unseen input would otherwise be the least
     assert s.outputs["final_min_margin"].item() == min(m[:2])
+
+
+def test_a_sweep_result_is_immutable_and_options_are_keywords(tmp_path, capfd, monkeypatch):
+    import dataclasses
+
+    from particles._sweep import KERNEL_METRICS
+
+    monkeypatch.delenv("PARTICLES_QUIET", raising=False)
+    axes = {"lr": [1.0], "corr": [0.5]}
+    s = pt.sweep("two_particles", axes, 5, metrics=list(KERNEL_METRICS))
+    assert s.config["engine"] == "two-particle kernel"  # every metric the kernel computes: still the kernel
+    assert capfd.readouterr().err == ""  # no progress bar unless asked
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.config = {}
+    with pytest.raises(TypeError):
+        pt.sweep("two_particles", axes, 5, ["final_loss"])  # metrics= by name only
+    with pytest.raises(TypeError):
+        s.save(str(tmp_path / "s.npz"), {"note": 1})  # extra= by name only
+
+
+def test_the_kernel_with_a_token_that_never_occurs_and_its_loss():
+    """p1 = 1 (token 2 never occurs): both tokens count as right from step 0, for good; the
+    least margin and the loss are token 1's alone. p1 = 0.3: the final loss is
+    p1 log(1 + e^{−m1}) + p2 log(1 + e^{−m2}) of numpy's margins after 25 steps."""
+    from particles._grid import paper_grid, two_particle_events
+
+    out = two_particle_events(0.6, 1.0, 2.0, 25)
+    assert int(out["first_full_accuracy"]) == 0 and int(out["full_accuracy_from"]) == 0
+    m = _gd_final_margins(pt.two_particles(0.6, 1.0), 2.0, 25)
+    assert abs(float(out["final_min_margin"]) - m[0]) <= 1e-12  # 25 steps of O(1) numbers: round-off
+    for p1 in (0.3, 0.0):
+        out = two_particle_events(0.6, p1, 2.0, 25)
+        m = _gd_final_margins(pt.two_particles(0.6, p1), 2.0, 25)
+        loss = p1 * np.log1p(np.exp(-m[0])) + (1 - p1) * np.log1p(np.exp(-m[1]))
+        assert abs(float(out["final_loss"]) - loss) <= 1e-12
+        assert abs(float(out["final_min_margin"]) - (m[1] if p1 == 0 else m.min())) <= 1e-12
+    x = np.logspace(-0.5, 0.5, 10)
+    np.testing.assert_allclose(paper_grid()["p1"], np.exp(x) / (1 + np.exp(x)), rtol=1e-15)
+    with pytest.raises(TypeError):
+        pt.two_particle_hitting_times(0.5, 0.75, 1.0, 10, None)  # dtype= by name only
