@@ -10,7 +10,10 @@ Two regimes need two strategies, chosen from the problem (`solver=None`):
   the embeddings are known and the span of the dynamics is smaller than the scores
   (r_U·r_E < N·M; S = S_⊥ + F Kᵀ Hᵀ, see `theory.span`), the flow is solved for the
   r_U × r_E coordinates K with an implicit, L-stable solver (Kvaerno5; its dense Jacobian
-  is (r_U r_E)², tiny for d ≤ 32).
+  is (r_U r_E)², tiny for d ≤ 32) — unless the horizon is short enough for the stiffness
+  to stay mild ((1 + t1) times a bound on the Hessian's λ_max ≤ `EXPLICIT_STIFFNESS`),
+  where Tsit5 takes fewer, cheaper steps (43 against 291 to t = 100 on a 7-token memory of
+  d = 6).
 
 On the span coordinates a steady-state event stops the solve once |dS/ds| ≤ atol + rtol·|S|
 (the flow has converged to tolerance in log-time); the saved times past it hold the final
@@ -36,6 +39,12 @@ from ._trajectory import Trajectory, meta_json
 
 IMPLICIT_MAX = 2048
 """Largest span dimension r_U·r_E solved with the implicit solver (dense Jacobian r²)."""
+
+EXPLICIT_STIFFNESS = 1e3
+"""Largest (1 + t1)·λ̄ for which the span coordinates are solved with Tsit5 (explicit), λ̄ an
+upper bound on the loss Hessian's λ_max: the log-time field's Jacobian is (1 + t) times the
+Hessian's, and Tsit5's step is stable below about 3.5 / that, so near t1 the explicit solve
+needs about (1 + t1)·λ̄ / 3.5 ≤ 300 steps per unit of log-time. Above it, Kvaerno5."""
 
 _HINTS = {
     "MAX_STEPS": "the solver's step budget ran out before t1; raise max_steps, loosen rtol/atol, or pass "
@@ -95,7 +104,17 @@ class Reduced(eqx.Module):
         return (jnp.linalg.pinv(self.F) @ D @ jnp.linalg.pinv(self.H.T)).T
 
 
-def _coordinates(problem: Problem, solver):
+def hessian_bound(problem: Problem) -> float:
+    """An upper bound on λ_max of the loss Hessian in W at every S: λ_max(Eᵀ diag(p) E) · λ_max(G_U) / 2.
+
+    The Hessian is Σ_x p_x (e_x e_xᵀ) ⊗ Uᵀ C_x U with C_x the softmax covariance of row x,
+    whose λ_max is at most 1/2; Uᵀ C_x U ≤ λ_max(G_U) / 2 · I then bounds every term.
+    """
+    E, U, p = (np.asarray(a, np.float64) for a in (problem.E, problem.U, problem.p))
+    return float(np.linalg.eigvalsh((E * p[:, None]).T @ E)[-1] * np.linalg.eigvalsh(U.T @ U)[-1] / 2)
+
+
+def _coordinates(problem: Problem, solver, t1):
     """(coordinates, solver, name) for `solver=None`: see the module docstring."""
     import diffrax
 
@@ -110,7 +129,8 @@ def _coordinates(problem: Problem, solver):
             K0 = (jnp.linalg.pinv(F) @ S0 @ jnp.linalg.pinv(H.T)).T
             coords = Reduced(problem, F, H, S0 - F @ K0.T @ H.T)
             if solver is None:
-                solver = diffrax.Kvaerno5() if r <= IMPLICIT_MAX else diffrax.Tsit5()
+                mild = v.is_concrete(t1) and (1 + float(t1)) * hessian_bound(problem) <= EXPLICIT_STIFFNESS
+                solver = diffrax.Tsit5() if mild or r > IMPLICIT_MAX else diffrax.Kvaerno5()
             return coords, solver, "reduced"
     return Scores(problem), diffrax.Tsit5() if solver is None else solver, "scores"
 
@@ -175,10 +195,11 @@ def flow(
       log(1 + t).
     - `rtol`, `atol`: tolerances of the PID step-size controller (on the log-time solve) and
       of the steady state.
-    - `solver`: a diffrax solver; by default Tsit5 on the scores, or Kvaerno5 (implicit) on
-      the span coordinates when the embeddings are known and span fewer dimensions than the
-      scores (d < N: the flow converges to a finite minimiser and is stiff in log-time). The
-      choice is in `metadata["solver"]` and `metadata["coordinates"]`. Measured to t = 1e8 on
+    - `solver`: a diffrax solver; by default Tsit5 on the scores, or on the span coordinates
+      when the embeddings are known and span fewer dimensions than the scores (d < N: the
+      flow converges to a finite minimiser and is stiff in log-time) — there Kvaerno5
+      (implicit) once the horizon makes the stiffness matter ((1 + t1)·`hessian_bound` >
+      `EXPLICIT_STIFFNESS`). The choice is in `metadata["solver"]` and `metadata["coordinates"]`. Measured to t = 1e8 on
       2 cores (BENCHMARKS.md): N = 20, d = 5, M = 4 in 1,005 steps, 0.2 s after compiling;
       N = 64, d = 8, M = 8 in 994 steps, 1.0 s; N = 256, d = 16, M = 16 in 1,126 steps and
       minutes (the implicit solver's dense Jacobian dominates).
@@ -224,7 +245,7 @@ def flow(
             v.fail("ts", ts, f"times must be finite, non-decreasing and in [0, t1={float(t1):g}]")
     if solver is not None and not isinstance(solver, diffrax.AbstractSolver):
         v.fail("solver", str(solver), "a diffrax solver instance such as diffrax.Tsit5()")
-    coords, solver, where = _coordinates(problem, solver)
+    coords, solver, where = _coordinates(problem, solver, t1)
     # numpy when the times are known: eager jnp would compile a kernel per operation
     xp = np if v.is_concrete((t1, ts)) else jnp
     t1 = xp.asarray(t1, dtype)

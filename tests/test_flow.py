@@ -167,3 +167,24 @@ def test_the_reduced_coordinates_are_the_same_flow():
     np.testing.assert_allclose(reduced.scores, _scipy_flow(problem, ts), atol=1e-6)
     explicit = pt.flow(problem, 100.0, ts=ts, solver=__import__("diffrax").Tsit5())
     assert explicit.metadata["solver"] == "Tsit5" and explicit.metadata["coordinates"] == "reduced"
+
+
+def test_the_solver_on_the_span_coordinates_follows_the_stiffness():
+    """`hessian_bound` is above λ_max of `jax.hessian` of the loss in W (random W and W = 0);
+    a horizon with (1 + t1)·bound below `EXPLICIT_STIFFNESS` gets Tsit5, one above Kvaerno5,
+    and both solve the flow that scipy's Radau solves (atol 1e-6: two solves at rtol 1e-8
+    over a few hundred units of time, as in the test above)."""
+    from particles import _flow
+
+    problem = _under(N=6, d=2, M=2, seed=2)
+    bound = _flow.hessian_bound(problem)
+    rng = np.random.default_rng(4)
+    for W in [np.zeros((2, 2))] + [3 * rng.normal(size=(2, 2)) for _ in range(6)]:
+        H = np.asarray(jax.hessian(pt.weight_loss)(jax.numpy.asarray(W), problem)).reshape(4, 4)
+        assert np.linalg.eigvalsh(H)[-1] <= bound * (1 + 1e-12)
+    for factor, solver in ((0.5, "Tsit5"), (2.0, "Kvaerno5")):
+        t1 = factor * _flow.EXPLICIT_STIFFNESS / bound
+        ts = np.array([0.0, 1.0, t1])
+        traj = pt.flow(problem, t1, ts=ts, save_scores=True)
+        assert traj.ok and traj.metadata["coordinates"] == "reduced" and traj.metadata["solver"] == solver
+        np.testing.assert_allclose(traj.scores, _scipy_flow(problem, ts), atol=1e-6)
