@@ -137,9 +137,13 @@ def test_simulate_numerical_failure_exits_3(tmp_path):
 
 def test_an_interrupt_is_one_line_and_exit_130(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(SCRIPTS, "simulate.py"), "--n", "64", "--steps", "200000",
-                             "--out", str(tmp_path / "i"), "--quiet"], stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PARTICLES_QUIET="1"), cwd=ROOT)
-    time.sleep(4)
+                             "--out", str(tmp_path / "i")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PARTICLES_QUIET="1", PYTHONUNBUFFERED="1"), cwd=ROOT)
+    # Interrupt once the runs have started (the line announcing them is printed), however long
+    # the imports took on a loaded machine.
+    while not proc.stdout.readline().startswith("optimizer"):
+        assert proc.poll() is None, proc.stderr.read()
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
