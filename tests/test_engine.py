@@ -535,3 +535,9 @@ def test_correct_on_a_batch_of_score_matrices():
     Y = np.eye(3)[[0, 2, 1, 0]]
     want = np.argmax(S, axis=-1) == np.array([0, 2, 1, 0])
     assert np.array_equal(np.asarray(obs.correct(jnp.asarray(S), jnp.asarray(Y))), want)
+
+
+def test_sgd_takes_its_options_by_name():
+    P = _problem(1)
+    with pytest.raises(TypeError):
+        pt.sgd(P, 0.5, 4, 2, 0, 1)  # save_every= by name only

@@ -459,6 +459,7 @@ def test_a_sweep_result_is_immutable_and_options_are_keywords(tmp_path, capfd, m
     axes = {"lr": [1.0], "corr": [0.5]}
     s = pt.sweep("two_particles", axes, 5, metrics=list(KERNEL_METRICS))
     assert s.config["engine"] == "two-particle kernel"  # every metric the kernel computes: still the kernel
+    pt.sweep("equicorrelated", dict(axes, n=[3]), 5, metrics=["final_loss"])  # the cells engine, chunked
     assert capfd.readouterr().err == ""  # no progress bar unless asked
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.config = {}
@@ -488,3 +489,13 @@ def test_the_kernel_with_a_token_that_never_occurs_and_its_loss():
     np.testing.assert_allclose(paper_grid()["p1"], np.exp(x) / (1 + np.exp(x)), rtol=1e-15)
     with pytest.raises(TypeError):
         pt.two_particle_hitting_times(0.5, 0.75, 1.0, 10, None)  # dtype= by name only
+
+
+def test_a_cell_s_memory_counts_both_embeddings():
+    """cell_bytes: 8 bytes × (16 N max(N, M) + (N + M) d + 256): the d-dependent part is the
+    embeddings E (N × d) and U (M × d), 8 (N + M) bytes per unit of d."""
+    from particles import _sweep
+
+    a = _sweep.cell_bytes({"n": 3, "m": 7, "d": 10})
+    b = _sweep.cell_bytes({"n": 3, "m": 7, "d": 110})
+    assert b - a == 8 * (3 + 7) * 100

@@ -207,25 +207,27 @@ def _known(n, lam, seed):
     return (Q * lam) @ Q.T, Q
 
 
-@pytest.mark.parametrize("b", [1, 2, 3])
-def test_block_lanczos_on_a_known_spectrum_with_restarts(b):
-    """λ = 1, 0.995, 0.99, then 57 values in [0, 0.9] (Q random orthogonal), a 12-vector basis:
+@pytest.mark.parametrize("b,scale", [(1, 1.0), (2, 1e3), (3, 1e-3)])
+def test_block_lanczos_on_a_known_spectrum_with_restarts(b, scale):
+    """λ = 1, 0.995, 0.99, then 57 values in [0, 0.9] (Q random orthogonal; all × 1e-3 to 1e3), a 12-vector basis:
     converging needs thick restarts. θ₁ against the known top eigenvalue to 1e-12 (the
     Kato-Temple bound at tol 1e-13 with gap 0.005); the top two Ritz vectors against the
     known eigenvectors, their error ~ r / gap (1e-8 allowed); orthonormal to 1e-12."""
     from particles.theory._lanczos import block_lanczos
 
     n = 60
-    A, Q = _known(n, np.concatenate([[1.0, 0.995, 0.99], np.linspace(0.0, 0.9, n - 3)]), 0)
+    A, Q = _known(n, scale * np.concatenate([[1.0, 0.995, 0.99], np.linspace(0.0, 0.9, n - 3)]), 0)
     X0 = jnp.asarray(np.random.default_rng(b).normal(size=(b, n)))
     run = jax.jit(lambda X0: block_lanczos(lambda x: jnp.asarray(A) @ x, X0, 12, 4, 300, 1e-13, nvec=2))
     theta, info, top = run(X0)
     top = np.asarray(top)
     assert bool(info["converged"]) and int(info["cycles"]) > 1
-    assert abs(float(theta) - 1.0) <= 1e-12
+    assert abs(float(theta) / scale - 1.0) <= 1e-12
     assert abs(abs(top[0] @ Q[:, 0]) - 1) <= 1e-10 and abs(abs(top[1] @ Q[:, 1]) - 1) <= 1e-8
     assert np.max(np.abs(top @ top.T - np.eye(2))) <= 1e-12
-    assert float(info["error"]) <= 1e-13
+    assert float(info["error"]) <= 1e-13  # relative to θ₁, whatever the operator's scale
+    # A full sweep opens every cycle; the steps between run local (semi-orthogonal) ones.
+    assert int(info["cycles"]) <= int(info["sweeps"]) < int(info["hvps"]) // b
 
 
 @pytest.mark.parametrize("b,scale", [(1, 1.0), (2, 1.0), (2, 1e4), (3, 1e-4)])
@@ -239,4 +241,18 @@ def test_block_lanczos_when_the_krylov_space_is_exhausted(b, scale):
     X0 = jnp.asarray(np.random.default_rng(5).normal(size=(b, 40)))
     theta, info, top = jax.jit(lambda X0: block_lanczos(lambda x: jnp.asarray(A) @ x, X0, 8, 3, 20, 1e-13))(X0)
     assert bool(info["converged"]) and abs(float(theta) / scale - 0.7) <= 1e-14
+    assert float(info["error"]) <= 1e-13  # relative to θ₁, whatever the operator's scale
     assert abs(abs(float(np.asarray(top)[0] @ Q[:, 0])) - 1) <= 1e-12
+
+
+def test_the_method_is_chosen_by_size_and_options_are_keywords():
+    """Dense up to N·M = 1024 score entries, Lanczos beyond (it reports Hessian-vector
+    products); `method` and the other options by name only."""
+    key = jax.random.PRNGKey(2)
+    for N, M, lanczos in ((32, 32, False), (40, 30, True), (30, 40, True)):
+        prob = particles.random_sphere(key, N, M, 6)
+        S = jax.random.normal(key, (N, M))
+        _, info = T.sharpness(prob, S, return_info=True)
+        assert (info.get("hvps", 0) > 0) == lanczos, (N, M, info)
+    with pytest.raises(TypeError):
+        T.sharpness(prob, S, "dense")
