@@ -107,8 +107,14 @@ def entry(main: Callable[[Sequence[str]], int], prog: str) -> None:
 
     (Rarer garbage collections and an `os._exit` after flushing were measured here and gave
     under 6% of the headline command's wall time, within noise: BENCHMARKS.md, finding 7.)
+    An interrupted run is the exception: XLA may still be running the interrupted computation
+    on its own threads, and the interpreter's teardown under it crashed the process (exit −11
+    after printing "interrupted"), so it leaves with `os._exit` once its output is flushed.
     """
-    sys.exit(run_main(main, prog=prog))
+    code = run_main(main, prog=prog)
+    if code == EXIT_INTERRUPTED:
+        os._exit(code)
+    sys.exit(code)
 
 
 # ----------------------------------------------------------- value parsing
