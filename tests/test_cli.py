@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -139,11 +138,11 @@ def test_an_interrupt_is_one_line_and_exit_130(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(SCRIPTS, "simulate.py"), "--n", "64", "--steps", "200000",
                              "--out", str(tmp_path / "i")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PARTICLES_QUIET="1", PYTHONUNBUFFERED="1"), cwd=ROOT)
-    # Interrupt once the runs have started (the line announcing them is printed), however long
-    # the imports took on a loaded machine.
-    while not proc.stdout.readline().startswith("optimizer"):
+    # Interrupt once the command is at work (its first line is printed), however long the
+    # imports took on a loaded machine, and before the runs' single compiled call, which holds
+    # a signal until it returns.
+    while not proc.stdout.readline().startswith("system"):
         assert proc.poll() is None, proc.stderr.read()
-    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
