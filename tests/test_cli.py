@@ -135,11 +135,14 @@ def test_simulate_numerical_failure_exits_3(tmp_path):
 
 
 def test_an_interrupt_is_one_line_and_exit_130(tmp_path):
-    proc = subprocess.Popen([sys.executable, os.path.join(SCRIPTS, "simulate.py"), "--n", "64", "--steps", "200000",
-                             "--out", str(tmp_path / "i")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PARTICLES_QUIET="1", PYTHONUNBUFFERED="1"), cwd=ROOT,
-                            # A test run started in the background inherits SIGINT ignored: restore it.
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # A test run started in the background inherits SIGINT ignored: the child restores Python's
+    # handler before running the script (a preexec_fn would fork the multithreaded test process).
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", start, os.path.join(SCRIPTS, "simulate.py"), "--n", "64",
+                             "--steps", "200000", "--out", str(tmp_path / "i")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PARTICLES_QUIET="1", PYTHONUNBUFFERED="1"), cwd=ROOT)
     # Interrupt once the command is at work (its first line is printed), however long the
     # imports took on a loaded machine, and before the runs' single compiled call, which holds
     # a signal until it returns.
