@@ -199,10 +199,11 @@ def flow(
       when the embeddings are known and span fewer dimensions than the scores (d < N: the
       flow converges to a finite minimiser and is stiff in log-time) — there Kvaerno5
       (implicit) once the horizon makes the stiffness matter ((1 + t1)·`hessian_bound` >
-      `EXPLICIT_STIFFNESS`). The choice is in `metadata["solver"]` and `metadata["coordinates"]`. Measured to t = 1e8 on
-      2 cores (BENCHMARKS.md): N = 20, d = 5, M = 4 in 1,005 steps, 0.2 s after compiling;
-      N = 64, d = 8, M = 8 in 994 steps, 1.0 s; N = 256, d = 16, M = 16 in 1,126 steps and
-      minutes (the implicit solver's dense Jacobian dominates).
+      `EXPLICIT_STIFFNESS`). The choice is in `metadata["solver"]` and
+      `metadata["coordinates"]`. Measured to t = 1e8 on 2 cores (BENCHMARKS.md): N = 20,
+      d = 5, M = 4 in 1,005 steps, 0.2 s after compiling; N = 64, d = 8, M = 8 in 994 steps,
+      1.0 s; N = 256, d = 16, M = 16 in 1,126 steps and minutes (the implicit solver's dense
+      Jacobian dominates).
     - `max_steps`: the solver's step budget; running out is reported as status 2
       (`Status.MAX_STEPS`) with what to change, in `traj.message`.
     - `save_scores`: also save S at every saved time.

@@ -211,16 +211,14 @@ def two_theory(s: TwoSettings) -> dict:
     return out
 
 
-def landscape(problem, gammas, grid: int = LANDSCAPE_GRID):
-    """`analysis.landscape` on a square window around the paths `gammas` (each (T, 2)) and 0.
+def landscape(problem, extent, grid: int = LANDSCAPE_GRID):
+    """`analysis.landscape` on the square `extent` (x0, x1, y0, y1), e.g. a `window`.
 
-    **Returns:** (extent (x0, x1, y0, y1), g1, g2, ce, zero_one).
+    **Returns:** (g1, g2, ce, zero_one).
     """
     from particles import analysis as pa
 
-    extent = window(gammas)
-    g1, g2, ce, zo = pa.landscape(problem, extent, grid)
-    return extent, g1, g2, ce, zo
+    return pa.landscape(problem, extent, grid)
 
 
 def window(gammas) -> tuple:

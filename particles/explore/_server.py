@@ -73,7 +73,7 @@ def default_warmup(lazy: bool = False) -> Warmup:
     two, many = TwoSettings(), ManySettings()
 
     def two_task(steps):
-        return lambda: c.landscape(c.run_two(TwoSettings(steps=steps, flow=False)).problem, [])
+        return lambda: c.landscape(c.run_two(TwoSettings(steps=steps, flow=False)).problem, c.window([]))
 
     def many_task(size, steps):
         n = min(size, 64)

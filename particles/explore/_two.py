@@ -158,10 +158,10 @@ class TwoView(View):
         paths = [r.gamma, None if flow is None else flow["gamma"]]
         # The landscape depends on α, p₁ and the window only: redrawn when one of them changes
         # (the window is snapped, so most moves of η, the steps or γ₀ keep it).
-        plane = (s.corr, s.p1, c.window(paths))
-        if plane != self._plane_key:
-            self._plane_key = plane
-            extent, g1, g2, ce, zo = c.landscape(r.problem, paths)
+        extent = c.window(paths)
+        if (s.corr, s.p1, extent) != self._plane_key:
+            self._plane_key = (s.corr, s.p1, extent)
+            g1, g2, ce, zo = c.landscape(r.problem, extent)
             x0, x1, y0, y1 = extent
             self.image.data = dict(image=[zo], x=[x0], y=[y0], dw=[x1 - x0], dh=[y1 - y0])
             lo = max(float(np.nanmin(ce)), 1e-3)
