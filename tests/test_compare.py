@@ -308,6 +308,12 @@ def test_tie_rule_balanced_frequencies_and_old_descent_metadata():
     comp = pa.compare(P, tie)
     assert one(comp, "a token is mispredicted after step 1").simulated is True
     assert one(comp, "a token is mispredicted at some saved step").simulated is True
+    # token 1 (class 0) at a tie is right: at α = 1/4, p = (0.2, 0.8) its first-step margin
+    # η(p₁ − α p₂) is exactly 0 in floats, token 2's is 0.75; every token is right (argmax)
+    T = pt.two_particles(0.25, 0.2)
+    run = pt.gd(T, 1.0, 2)
+    assert np.asarray(run.margins[1]).tolist() == [0.0, 0.75] and float(run.accuracy[1]) == 1.0
+    assert one(pa.compare(T, run), "a token is mispredicted after step 1").simulated is False
     # wrong at step 1 only (token 1 negative there): "at some saved step >= 1" includes step 1
     dip = pt.Trajectory(t=base.t, steps=base.steps, loss=base.loss, zero_one=base.zero_one, accuracy=base.accuracy,
                         margins=jnp.array([[0.0, 0.0], [1.0, -0.5], [2.0, 1.0]]), final_scores=base.final_scores,

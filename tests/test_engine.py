@@ -432,6 +432,8 @@ def test_public_integrators_and_sweeps_take_keyword_arguments():
     for integrate in (pt.gd, pt.gd_weights):
         a, b = integrate(problem=P, lr=1.0, steps=3), integrate(P, 1.0, 3)
         assert np.array_equal(np.asarray(a.margins), np.asarray(b.margins))
+    a = pt.sgd(problem=P, lr=1.0, steps=3, batch_size=2, key=0)
+    assert np.array_equal(np.asarray(a.margins), np.asarray(pt.sgd(P, 1.0, 3, 2, 0).margins))
     a = pt.sweep(problem="equicorrelated", axes={"lr": [1.0]}, steps=3)
     b = pt.sweep("equicorrelated", {"lr": [1.0]}, 3)
     assert a.outputs["final_loss"].tolist() == b.outputs["final_loss"].tolist()
@@ -541,3 +543,16 @@ def test_sgd_takes_its_options_by_name():
     P = _problem(1)
     with pytest.raises(TypeError):
         pt.sgd(P, 0.5, 4, 2, 0, 1)  # save_every= by name only
+
+
+def test_finite_weights_with_overflowing_scores_are_a_bad_step():
+    """Descent on W at lr = 1e300 with embeddings 1e3 I: after one step W = −lr ∇L(W₀) is finite
+    (entries ~ 2.5e305, in numpy) but the scores 1e6 W overflow; step 1 is the first bad step."""
+    E = U = 1e3 * np.eye(2)
+    P = pt.Problem.from_embeddings(E, U, np.array([0.5, 0.5]), np.array([0, 1]))
+    grad = U.T @ (np.full((2, 2), 0.5) - np.eye(2)).T @ np.diag([0.5, 0.5]) @ E  # softmax(0) − Y
+    W1 = -1e300 * grad
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.all(np.isfinite(W1)) and not np.all(np.isfinite(E @ W1.T @ U.T))
+    run = pt.gd_weights(P, 1e300, 3)
+    assert run.status == pt.Status.NON_FINITE and int(run.first_bad_step) == 1

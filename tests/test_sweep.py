@@ -499,3 +499,17 @@ def test_a_cell_s_memory_counts_both_embeddings():
     a = _sweep.cell_bytes({"n": 3, "m": 7, "d": 10})
     b = _sweep.cell_bytes({"n": 3, "m": 7, "d": 110})
     assert b - a == 8 * (3 + 7) * 100
+
+
+def test_the_cell_and_the_kernel_take_keyword_arguments():
+    """The sweep's two engines, called by name as a user of `particles._cell` / `_grid` would:
+    the same events as the positional call (and as each other, on the two-particle map)."""
+    from particles import _grid
+
+    P = pt.two_particles(0.5, 0.75)
+    a = run_cell(problem=P, lr=jnp.asarray(2.0), steps=30, key=INIT_KEY, tol=None)
+    b = run_cell(P, jnp.asarray(2.0), 30, INIT_KEY)
+    k = _grid.two_particle_events(corr=0.5, p1=0.75, lr=2.0, steps=30, dtype=jnp.float64)
+    assert int(a["first_full_accuracy"]) == int(b["first_full_accuracy"]) == int(k["first_full_accuracy"])
+    assert float(a["final_loss"]) == float(b["final_loss"])
+    assert abs(float(k["final_loss"]) - float(a["final_loss"])) <= 1e-14  # two maps, 30 steps: round-off

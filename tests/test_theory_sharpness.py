@@ -256,3 +256,64 @@ def test_the_method_is_chosen_by_size_and_options_are_keywords():
         assert (info.get("hvps", 0) > 0) == lanczos, (N, M, info)
     with pytest.raises(TypeError):
         T.sharpness(prob, S, "dense")
+
+
+def test_gram_schmidt_orthonormalises_and_drops_what_has_nothing_left():
+    """Rows made orthonormal to V and to each other (checked in numpy); a row inside span(V)
+    up to 1e-9 of its own norm (here 1e6, so 1e-3 is left: below 1e-8 relative) becomes 0,
+    and so does a zero row, instead of 0/0."""
+    from particles.theory._lanczos import _gram_schmidt
+
+    rng = np.random.default_rng(0)
+    V = np.linalg.qr(rng.normal(size=(7, 2)))[0].T  # two orthonormal rows in R^7
+    Q = rng.normal(size=(3, 7))
+    out = np.asarray(_gram_schmidt(jnp.asarray(Q), jnp.asarray(V)))
+    assert np.max(np.abs(out @ out.T - np.eye(3))) <= 1e-14 and np.max(np.abs(out @ V.T)) <= 1e-14
+    # The span is the one numpy's QR of [V; Q] gives: the same rows up to sign.
+    ref = np.linalg.qr(np.vstack([V, Q]).T)[0].T[2:]
+    assert np.max(np.abs(np.abs(np.sum(out * ref, axis=1)) - 1)) <= 1e-13
+    inside = 1e6 * V[0] + 1e-3 * out[0]
+    dropped = np.asarray(_gram_schmidt(jnp.asarray(np.vstack([inside, np.zeros(7)])), jnp.asarray(V)))
+    assert np.all(dropped == 0.0)
+
+
+def test_lanczos_stops_on_the_kato_temple_bound_and_fills_its_basis():
+    """A diagonal operator (3, 1, then 0.1 five times), two start vectors close to e₁ and e₂:
+    after one block (2 products) the residual r ≈ 3e-4·θ is above tol = 1e-6, but the
+    Kato-Temple bound r²/gap ≈ 1e-8·θ is below, so it stops there, θ₁ within 1e-6 of 3.
+    With tol = 0 one cycle fills the whole m-vector basis: m products; each cycle opens with a
+    sweep, so the counts are positive; the reported error is relative to θ₁ (here ~ 1e3)."""
+    from particles.theory._lanczos import block_lanczos
+
+    lam = jnp.asarray([3.0, 1.0] + [0.1] * 5)
+    op = lambda x: lam * x  # noqa: E731
+    X0 = jnp.asarray(np.eye(7)[:2] + 1e-4 * np.eye(7)[2:4])
+    theta, info, _ = block_lanczos(op, X0, 6, 2, 5, 1e-6)
+    assert int(info["hvps"]) == 2 and bool(info["converged"]) and abs(float(theta) - 3.0) <= 3e-6
+    theta, info, _ = block_lanczos(op, jnp.ones((1, 7)), 5, 2, 1, 0.0)
+    assert int(info["hvps"]) == 5 and int(info["cycles"]) == 1 and int(info["sweeps"]) >= 1
+    big = lambda x: 1e3 * lam * x  # noqa: E731
+    theta, info, _ = block_lanczos(big, jnp.ones((1, 7)), 6, 3, 50, 1e-10)
+    assert bool(info["converged"]) and 0 < float(info["error"]) <= 1e-10
+    assert abs(float(theta) / 3e3 - 1) <= 1e-10
+
+
+def test_lanczos_options_are_kept_under_jit_and_on_tiny_problems():
+    """`iters` is the basis size (in float64 no minimum applies), a Lanczos request on fewer
+    than 4 scores is answered densely (no products), and the Lanczos path under the caller's
+    jit returns the eager value; values against the autodiff Hessian in W (1e-8, as above)."""
+    key = jax.random.PRNGKey(4)
+    prob = particles.random_sphere(key, 6, 5, 4)
+    W = jax.random.normal(jax.random.fold_in(key, 1), (4, 4))
+    S = particles.weight_scores(prob, W)
+    ref = _w_hessian_max(prob, W)
+    with pytest.warns(RuntimeWarning, match="restarts=1"):  # one cycle cannot reach tol = 1e-300
+        _, info = T.sharpness(prob, S, method="lanczos", iters=4, restarts=1, tol=1e-300, return_info=True)
+    assert int(info["hvps"]) == 4
+    eager = float(T.sharpness(prob, S, method="lanczos"))
+    jitted = float(jax.jit(lambda S: T.sharpness(prob, S, method="lanczos"))(S))
+    assert abs(eager / ref - 1) <= 1e-8 and abs(jitted / ref - 1) <= 1e-8
+    tiny = particles.random_sphere(key, 1, 3, 2)
+    W1 = jax.random.normal(jax.random.fold_in(key, 2), (2, 2))
+    got, info = T.sharpness(tiny, particles.weight_scores(tiny, W1), method="lanczos", return_info=True)
+    assert info.get("hvps", 0) == 0 and abs(float(got) / _w_hessian_max(tiny, W1) - 1) <= 1e-8
