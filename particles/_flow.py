@@ -104,21 +104,12 @@ class Reduced(eqx.Module):
         return (jnp.linalg.pinv(self.F) @ D @ jnp.linalg.pinv(self.H.T)).T
 
 
-def hessian_bound(problem: Problem) -> float:
-    """An upper bound on λ_max of the loss Hessian in W at every S: λ_max(Eᵀ diag(p) E) · λ_max(G_U) / 2.
-
-    The Hessian is Σ_x p_x (e_x e_xᵀ) ⊗ Uᵀ C_x U with C_x the softmax covariance of row x,
-    whose λ_max is at most 1/2; Uᵀ C_x U ≤ λ_max(G_U) / 2 · I then bounds every term.
-    """
-    E, U, p = (np.asarray(a, np.float64) for a in (problem.E, problem.U, problem.p))
-    return float(np.linalg.eigvalsh((E * p[:, None]).T @ E)[-1] * np.linalg.eigvalsh(U.T @ U)[-1] / 2)
-
-
 def _coordinates(problem: Problem, solver, t1):
     """(coordinates, solver, name) for `solver=None`: see the module docstring."""
     import diffrax
 
     if problem.E is not None and problem.U is not None and v.is_concrete((problem.E, problem.U, problem.S0)):
+        from .theory._sharpness import sharpness_bound
         from .theory._span import span
 
         sp = span(problem)
@@ -129,7 +120,7 @@ def _coordinates(problem: Problem, solver, t1):
             K0 = (jnp.linalg.pinv(F) @ S0 @ jnp.linalg.pinv(H.T)).T
             coords = Reduced(problem, F, H, S0 - F @ K0.T @ H.T)
             if solver is None:
-                mild = v.is_concrete(t1) and (1 + float(t1)) * hessian_bound(problem) <= EXPLICIT_STIFFNESS
+                mild = v.is_concrete(t1) and (1 + float(t1)) * sharpness_bound(problem) <= EXPLICIT_STIFFNESS
                 solver = diffrax.Tsit5() if mild or r > IMPLICIT_MAX else diffrax.Kvaerno5()
             return coords, solver, "reduced"
     return Scores(problem), diffrax.Tsit5() if solver is None else solver, "scores"
@@ -198,7 +189,7 @@ def flow(
     - `solver`: a diffrax solver; by default Tsit5 on the scores, or on the span coordinates
       when the embeddings are known and span fewer dimensions than the scores (d < N: the
       flow converges to a finite minimiser and is stiff in log-time) — there Kvaerno5
-      (implicit) once the horizon makes the stiffness matter ((1 + t1)·`hessian_bound` >
+      (implicit) once the horizon makes the stiffness matter ((1 + t1)·`theory.sharpness_bound` >
       `EXPLICIT_STIFFNESS`). The choice is in `metadata["solver"]` and
       `metadata["coordinates"]`. Measured to t = 1e8 on 2 cores (BENCHMARKS.md): N = 20,
       d = 5, M = 4 in 1,005 steps, 0.2 s after compiling; N = 64, d = 8, M = 8 in 994 steps,

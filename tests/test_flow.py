@@ -170,14 +170,14 @@ def test_the_reduced_coordinates_are_the_same_flow():
 
 
 def test_the_solver_on_the_span_coordinates_follows_the_stiffness():
-    """`hessian_bound` is above λ_max of `jax.hessian` of the loss in W (random W and W = 0);
+    """`theory.sharpness_bound` is above λ_max of `jax.hessian` of the loss in W (random W and W = 0);
     a horizon with (1 + t1)·bound below `EXPLICIT_STIFFNESS` gets Tsit5, one above Kvaerno5,
     and both solve the flow that scipy's Radau solves (atol 1e-6: two solves at rtol 1e-8
     over a few hundred units of time, as in the test above)."""
     from particles import _flow
 
     problem = _under(N=6, d=2, M=2, seed=2)
-    bound = _flow.hessian_bound(problem)
+    bound = pt.theory.sharpness_bound(problem)
     rng = np.random.default_rng(4)
     for W in [np.zeros((2, 2))] + [3 * rng.normal(size=(2, 2)) for _ in range(6)]:
         H = np.asarray(jax.hessian(pt.weight_loss)(jax.numpy.asarray(W), problem)).reshape(4, 4)

@@ -31,6 +31,7 @@ from ._separable import (
 from ._sharpness import (
     hessian_operator as hessian_operator,
     sharpness as sharpness,
+    sharpness_bound as sharpness_bound,
     stability_ratio as stability_ratio,
     two_class_sharpness as two_class_sharpness,
 )

@@ -325,6 +325,35 @@ def _sharpness(problem, S, X0, tol, cycles, method: str, m: int, keep: int, mixe
     return jax.vmap(one)(S)
 
 
+def sharpness_bound(problem: Problem) -> float:
+    """An upper bound on the sharpness at every S: λ_max(Eᵀ diag(p) E) · λ_max(G_U) / 2.
+
+    The Hessian in W is Σ_x p_x (e_x e_xᵀ) ⊗ Uᵀ Σ_x U, and Σ_x, the softmax covariance of row
+    x, has λ_max ≤ 1/2 (two classes at probability 1/2 each), so Uᵀ Σ_x U ≤ λ_max(G_U)/2 · I
+    bounds every term. The gradient flow uses it to judge how stiff a horizon is
+    ([`particles.flow`][]).
+
+    **Arguments:**
+
+    - `problem`: a [`Problem`][particles.Problem] (its embeddings, or its Grams
+      λ_max(diag(√p) G_E diag(√p)) and λ_max(G_U) where it has none).
+
+    **Returns:** the bound, a Python float (computed in numpy, eagerly).
+
+    >>> import particles
+    >>> round(sharpness_bound(particles.orthogonal([0.5, 0.25, 0.25])), 12)  # max p · 1 / 2
+    0.25
+    """
+    p = np.asarray(problem.p, np.float64)
+    if problem.E is not None and problem.U is not None:  # d x d matrices
+        E, U = np.asarray(problem.E, np.float64), np.asarray(problem.U, np.float64)
+        a, b = (E * p[:, None]).T @ E, U.T @ U
+    else:  # the same non-zero spectra from the Grams (N x N, M x M)
+        sq = np.sqrt(p)
+        a, b = sq[:, None] * np.asarray(problem.G_E, np.float64) * sq[None, :], np.asarray(problem.G_U, np.float64)
+    return float(np.linalg.eigvalsh(a)[-1] * np.linalg.eigvalsh(b)[-1] / 2)
+
+
 def stability_ratio(
     problem: Problem, S: Float[ArrayLike, "*T N M"], lr: Float[ArrayLike, ""], **kw
 ) -> Float[Array, "*T"]:
