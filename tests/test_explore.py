@@ -191,7 +191,7 @@ def test_explorer_in_a_browser(app, browser):
     np.testing.assert_allclose(_path(page), gamma, rtol=1e-9, atol=1e-9)
 
     # A click on the plane sets γ₀; "start from γ₀ = 0" and "save" write simulate.py's files.
-    plane = page.locator(".bk-Figure").first.bounding_box()
+    plane = page.locator(".pe-two-plane").first.bounding_box()
     page.mouse.click(plane["x"] + plane["width"] * 0.5, plane["y"] + plane["height"] * 0.4)
     page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('two_gamma0').value !== '1, -2'")
     page.locator(".pe-two-reset button").first.click()

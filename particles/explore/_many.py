@@ -24,7 +24,7 @@ import particles as pt
 from . import _compute as c
 from . import _compute_many as cm
 from ._inputs import D_MAX, LR_RANGE, M_MAX, MANY_STEPS_MAX, N_MAX, SEED_MAX, ManySettings, many_command, many_settings
-from ._view import TOOLS, View, from_log, log_slider, loss_figure
+from ._view import TOOLS, View, from_log, log_slider, loss_figure, numbers_panel, show_numbers
 
 AUTO_TABLE = 256
 MARGIN_ROWS = 300  # about this many log-spaced rows per margin curve  # N·M up to which the comparison table follows every move
@@ -55,7 +55,7 @@ class ManyView(View):
                                  name="many_seed", css_classes=["pe-many-seed"], width=280)
         for w in (self.geometry, self.n, self.m, self.d, self.corr, self.zipf, self.lr, self.steps, self.seed):
             w.on_change("value", self.request)
-        self.numbers = Div(text="", name="many_numbers_text", width=950)
+        self.numbers_fig, self.numbers = numbers_panel("many_numbers_text", 950, 4, 140)
         self.table = Div(text="", name="many_table", width=950)
         self.table_button = Button(label="compute the theory table", name="many_table_button", width=220, css_classes=["pe-many-table-button"])
         self.table_button.on_click(self._ask_table)
@@ -65,7 +65,7 @@ class ManyView(View):
                          "G_E = EEᵀ and G_U = UUᵀ. d < N: the memory is too small (underparameterized).", width=280)
         controls = column(intro, self.geometry, self.n, self.m, self.d, self.corr, self.zipf, self.lr, self.steps,
                           self.seed, width=300)
-        plots = column(self.numbers, row(self.margin_fig, self.loss_fig), row(self.table_button), self.table)
+        plots = column(self.numbers_fig, row(self.margin_fig, self.loss_fig), row(self.table_button), self.table)
         self.layout = column(self.status, row(controls, plots), self.command_box(), name="many_view")
 
     def _figures(self):
@@ -113,12 +113,12 @@ class ManyView(View):
         self.spikes.data = dict(step=peaks, loss=r.loss[peaks] if peaks.size else np.zeros(0))
         ev = r.events
         final = r.margins[-1]
-        self.numbers.text = " · ".join([
-            f"<b>first full accuracy</b>: {'never' if ev['first_full_accuracy'] < 0 else 'step %d' % ev['first_full_accuracy']}",
-            f"<b>loss spikes</b>: {int(ev['loss_spikes'])}",
-            f"<b>margin oscillations</b>: {int(np.sum(ev['oscillations']))} in all, "
-            f"{int(np.sum(ev['oscillations'] > 0))} of {s.n} tokens",
-            f"<b>final</b>: loss {r.loss[-1]:.4g}, 0-1 loss {r.zero_one[-1]:.4g}, smallest margin {np.min(final):.4g}",
+        show_numbers(self.numbers, [
+            ("first full accuracy", "never" if ev["first_full_accuracy"] < 0 else "step %d" % ev["first_full_accuracy"]),
+            ("loss spikes", f"{int(ev['loss_spikes'])}"),
+            ("margin oscillations", f"{int(np.sum(ev['oscillations']))} in all, "
+                                    f"{int(np.sum(ev['oscillations'] > 0))} of {s.n} tokens"),
+            ("final", f"loss {r.loss[-1]:.4g}, 0-1 loss {r.zero_one[-1]:.4g}, smallest margin {np.min(final):.4g}"),
         ])
         self.values.tags = [dict(first_full_accuracy=int(ev["first_full_accuracy"]), loss_spikes=int(ev["loss_spikes"]),
                                   oscillations=[int(x) for x in ev["oscillations"]], n=s.n, m=s.m, d=s.d, lr=s.lr,

@@ -23,7 +23,7 @@ import particles as pt
 
 from . import _compute as c
 from ._inputs import LR_RANGE, TWO_STEPS_MAX, TwoSettings, two_command, two_settings
-from ._view import BLUE, GREEN, ORANGE, TOOLS, View, from_log, log_slider, loss_figure
+from ._view import BLUE, GREEN, ORANGE, TOOLS, View, from_log, log_slider, loss_figure, numbers_panel, show_numbers
 
 LEVELS = 12
 DOTS = 300  # about this many log-spaced steps get a dot on the path and a point on the margin curves
@@ -58,7 +58,7 @@ class TwoView(View):
         self.reset.on_click(lambda: setattr(self.gamma0, "value", "0, 0"))
         self.flow = CheckboxGroup(labels=["gradient flow (dashed)"], active=[0] if d.flow else [], name="two_flow",
                                   css_classes=["pe-two-flow"])
-        self.numbers = Div(text="", name="two_numbers_text", width=950)
+        self.numbers_fig, self.numbers = numbers_panel("two_numbers_text", 950, 6, 180)
         self._plane_key = None  # (α, p₁, window) of the landscape on the page
         for w in (self.corr, self.p1, self.lr, self.steps, self.gamma0):
             w.on_change("value", self.request)
@@ -68,14 +68,14 @@ class TwoView(View):
         intro = Div(text="<b>Two particles</b> (paper §3.3): N = M = d = 2, e₁ = (1, 0), e₂ = (α, √(1−α²)), "
                          "U = I, f*(x) = x. γ = Wᵀ(u₁ − u₂): m₁ = γ·e₁, m₂ = −γ·e₂.", width=280)
         controls = column(intro, self.corr, self.p1, self.lr, self.steps, self.gamma0, self.reset, self.flow, width=300)
-        plots = column(self.numbers, row(self.plane, column(self.loss_fig, self.margin_fig, self.ratio_fig)))
+        plots = column(self.numbers_fig, row(self.plane, column(self.loss_fig, self.margin_fig, self.ratio_fig)))
         self.layout = column(self.status, row(controls, plots), self.command_box(), name="two_view")
 
     # ------------------------------------------------------------ figures
     def _plane(self):
         p = figure(width=500, height=500, title="γ-plane: CE contours; 0-1 loss shaded (white: both tokens right)",
                    x_axis_label="γ₁", y_axis_label="γ₂", tools=TOOLS, x_range=Range1d(-1, 1), y_range=Range1d(-1, 1),
-                   name="two_plane")
+                   name="two_plane", css_classes=["pe-two-plane"])
         self.image = ColumnDataSource(dict(image=[np.zeros((2, 2))], x=[-1.0], y=[-1.0], dw=[2.0], dh=[2.0]),
                                       name="two_image")
         p.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.image, level="image",
@@ -199,7 +199,8 @@ class TwoView(View):
         else:
             self.asymptote.data = dict(t=[], a1=[], a2=[])
         self.first.data = dict(t=[1.0, 1.0], m=list(th["first_step"])) if th["from_zero"] else dict(t=[], m=[])
-        self.numbers.text, self.values.tags = self._numbers(s, r)
+        pairs, self.values.tags = self._numbers(s, r)
+        show_numbers(self.numbers, pairs)
         note = r.status or (flow or {}).get("message", "")
         if s.flow and flow is None:
             note = (note + "; " if note else "") + "gradient flow: compiling (once per session)…"
@@ -214,24 +215,24 @@ class TwoView(View):
         forgot = bool(r.margins[1, rare] < 0) if len(r.margins) > 1 else None
         ratio0, ratio1 = float(r.ratio[0]), float(r.ratio[-1])
         parts = [
-            f"<b>first full accuracy</b>: {_step(ev['first_full_accuracy'])}"
-            + (f" (for good from {_step(ev['full_accuracy_from'])})"
-               if int(ev["full_accuracy_from"]) != int(ev["first_full_accuracy"]) else ""),
-            f"<b>loss spikes</b>: {int(ev['loss_spikes'])}"
-            + (f" (largest +{big['height']:.3g}, peak at step {big['peak_step']})" if big else ""),
-            f"<b>margin oscillations</b>: {tuple(int(x) for x in ev['oscillations'])}",
-            f"<b>stability ratio</b> ηλ_max/2: {_fmt(ratio0, 3)} at start → {_fmt(ratio1, 3)} at step {s.steps}"
-            f" (2/λ_max at W = 0: {_fmt(th['limit'], 4)})",
+            ("first full accuracy", _step(ev["first_full_accuracy"])
+             + (f" (for good from {_step(ev['full_accuracy_from'])})"
+                if int(ev["full_accuracy_from"]) != int(ev["first_full_accuracy"]) else "")),
+            ("loss spikes", f"{int(ev['loss_spikes'])}"
+             + (f" (largest +{big['height']:.3g}, peak at step {big['peak_step']})" if big else "")),
+            ("margin oscillations", f"{tuple(int(x) for x in ev['oscillations'])}"),
+            ("stability ratio ηλ_max/2", f"{_fmt(ratio0, 3)} at start → {_fmt(ratio1, 3)} at step {s.steps}"
+                                         f" (2/λ_max at W = 0: {_fmt(th['limit'], 4)})"),
         ]
         if th["from_zero"]:
             crit = f"α = {s.corr:g} {'>' if th['forgets'] else '≤'} p_rare/p_freq = {min(s.p1, p2) / max(s.p1, p2):.3g}"
             sim = "" if forgot is None else f"; simulated: {'yes' if forgot else 'no'}"
-            parts.append(f"<b>rare token forgotten at step 1</b>: predicted {'yes' if th['forgets'] else 'no'} "
-                         f"({crit}){sim}")
-        parts.append(f"<b>wedge</b> opening arccos α = {th['wedge_deg']:.1f}°; first step raises the loss for "
-                     f"η > {_fmt(th['spike_lr'], 4)}")
+            parts.append(("rare token forgotten at step 1",
+                          f"predicted {'yes' if th['forgets'] else 'no'} ({crit}){sim}"))
+        parts.append(("wedge", f"opening arccos α = {th['wedge_deg']:.1f}°; the first step raises the loss for "
+                               f"η > {_fmt(th['spike_lr'], 4)}"))
         tags = dict(first_full_accuracy=int(ev["first_full_accuracy"]), full_accuracy_from=int(ev["full_accuracy_from"]),
                     loss_spikes=int(ev["loss_spikes"]), oscillations=[int(x) for x in ev["oscillations"]],
                     ratio_start=ratio0, ratio_end=ratio1, corr=s.corr, p1=s.p1, lr=s.lr, steps=s.steps,
                     gamma0=list(s.gamma0), forgets=th["forgets"], limit=th["limit"])
-        return " · ".join(parts), [tags]
+        return parts, [tags]

@@ -50,6 +50,34 @@ def loss_figure(series, spikes, **options):
     return f
 
 
+NUMBERS_LINE = 17  # px per line of a numbers panel
+
+
+def numbers_panel(name: str, width: int, lines: int, key_width: int):
+    """A panel of `lines` lines "key  value" (keys bold) drawn on a canvas; **returns** (figure,
+    source); `show_numbers(source, pairs)` writes it.
+
+    Canvas text rather than a Div: in BokehJS a Div's new text re-lays out the whole page
+    (~50 ms per slider move in Chromium, measured with the renderer's profiler), where new data
+    only repaints this panel."""
+    height = NUMBERS_LINE * lines + 4
+    source = ColumnDataSource(dict(y=[], key=[], value=[]), name=f"{name}_rows")
+    f = figure(width=width, height=height, x_range=Range1d(0, width), y_range=Range1d(-height, 0), name=name,
+               x_axis_type=None, y_axis_type=None, tools="", toolbar_location=None, min_border=0,
+               outline_line_color=None)
+    f.grid.visible = False
+    style = dict(source=source, y="y", text_font_size="12px", text_baseline="middle", text_color="#333")
+    f.text(x=4, text="key", text_font_style="bold", **style)
+    f.text(x=key_width, text="value", **style)
+    return f, source
+
+
+def show_numbers(source: ColumnDataSource, pairs: list) -> None:
+    """Write the (key, value) text pairs into a `numbers_panel`'s source, one line each."""
+    source.data = dict(y=[-NUMBERS_LINE * (k + 0.5) - 2 for k in range(len(pairs))],
+                       key=[k for k, _ in pairs], value=[v for _, v in pairs])
+
+
 def log_slider(name: str, title: str, lo: float, hi: float, value: float, *, integer: bool = False,
                width: int = 280) -> Slider:
     """A slider over log10 of the value; the page shows the value itself (4 digits / an int)."""
