@@ -58,8 +58,8 @@ def numbers_panel(name: str, width: int, lines: int, key_width: int):
     source); `show_numbers(source, pairs)` writes it.
 
     Canvas text rather than a Div: in BokehJS a Div's new text re-lays out the whole page
-    (~50 ms per slider move in Chromium, measured with the renderer's profiler), where new data
-    only repaints this panel."""
+    (20–50 ms per slider move in headless Chromium, by the renderer's profiler), where new
+    data only repaints this panel."""
     height = NUMBERS_LINE * lines + 4
     source = ColumnDataSource(dict(y=[], key=[], value=[]), name=f"{name}_rows")
     f = figure(width=width, height=height, x_range=Range1d(0, width), y_range=Range1d(-height, 0), name=name,
