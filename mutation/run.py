@@ -362,10 +362,13 @@ def update_testing(path: Path, results, meta):
     survived = sum(len(r["survived"]) for r in results)
     eq = sum(1 for r in results for x in r["survived"] if x["equivalent"])
     run = killed + survived
+    not_run = sum(r["not_run"] for r in results)
     per = ", ".join(f"{r['name']} {score(r['killed'], len(r['survived']), r['incompetent']):.1f}%" for r in results)
     block = (f"{meta['date']}: **{100 * killed / run:.1f}%** ({killed} of {run} mutants killed; {survived} "
              f"survivors, {eq} of them equivalent; {100 * (killed) / (run - eq):.1f}% of the non-equivalent "
-             f"mutants). Per group: {per}. Wall time {meta['wall'] / 60:.0f} min on 2 workers at load "
+             f"mutants). {run} of the {run + not_run} eligible mutants started within the budget"
+             + ("" if not not_run else f"; {not_run} did not (the score is on those that ran)") +
+             f". Per group: {per}. Wall time {meta['wall'] / 60:.0f} min on 2 workers at load "
              f"{meta['load_start'].split()[0]}; CPU time of the tests {meta['cpu'] / 120:.0f} min on 2 cores. "
              "Details: `mutation/REPORT.md`.")
     rows = ["| file | mutation | why it cannot change behaviour |", "|---|---|---|"]

@@ -55,7 +55,7 @@ class ManyView(View):
                                  name="many_seed", css_classes=["pe-many-seed"], width=280)
         for w in (self.geometry, self.n, self.m, self.d, self.corr, self.zipf, self.lr, self.steps, self.seed):
             w.on_change("value", self.request)
-        self.numbers_fig, self.numbers = numbers_panel("many_numbers_text", 950, 4, 140)
+        self.numbers_fig, self.numbers = numbers_panel("many_numbers_panel", 950, 4, 140)
         self.table = Div(text="", name="many_table", width=950)
         self.table_button = Button(label="compute the theory table", name="many_table_button", width=220, css_classes=["pe-many-table-button"])
         self.table_button.on_click(self._ask_table)

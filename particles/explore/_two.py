@@ -58,7 +58,7 @@ class TwoView(View):
         self.reset.on_click(lambda: setattr(self.gamma0, "value", "0, 0"))
         self.flow = CheckboxGroup(labels=["gradient flow (dashed)"], active=[0] if d.flow else [], name="two_flow",
                                   css_classes=["pe-two-flow"])
-        self.numbers_fig, self.numbers = numbers_panel("two_numbers_text", 950, 6, 180)
+        self.numbers_fig, self.numbers = numbers_panel("two_numbers_panel", 950, 6, 180)
         self._plane_key = None  # (α, p₁, window) of the landscape on the page
         for w in (self.corr, self.p1, self.lr, self.steps, self.gamma0):
             w.on_change("value", self.request)
