@@ -12,13 +12,16 @@ modules, the test command, the timeout, the operators left out) this script
    and functions outside the group's `[scope]`;
 3. runs the group's test command on the unmutated copy (the baseline must pass);
 4. runs every remaining mutant: cosmic-ray's `mutate_and_test` (mutate the copy, run the
-   test command in a fresh process, restore), on `--workers` copies in parallel, each
-   result written to the session;
+   test command, restore), on `--workers` copies in parallel, each result written to the
+   session. The test command runs in a process forked from a worker that has already
+   imported numpy, scipy, JAX (not started), equinox, diffrax, optax, matplotlib and
+   pytest (2.7x more mutants per hour); `--no-preload` runs it in a fresh interpreter
+   instead, cosmic-ray's own way;
 5. writes `mutation/REPORT.md`: the score per group and overall, the date and load, and
    every survivor with file:line and the mutation, marked "equivalent" with its reason
    when `mutation/equivalent.toml` lists it.
 
-Usage: python mutation/run.py [--groups a,b] [--workers 2] [--budget 3600] [--dry-run]
+Usage: python mutation/run.py [--groups a,b] [--workers 2] [--budget 3600] [--no-preload] [--dry-run]
 """
 
 from __future__ import annotations
@@ -204,12 +207,79 @@ def reopen_session(name, cfg_path, sessions: Path):
 _COPY = None
 
 
-def _worker_init(queue):
+# What every test process imports before it reaches the project: a worker imports it once
+# and forks one test process per mutant from there, which saves the imports (~2.3 s of a
+# 5.8 s test run of the events group; measured: 141 mutants in 150 s against 52). The project itself is never imported by the worker: each fork imports
+# the mutated copy afresh. JAX is imported but never started (no backend, no threads), so the
+# fork is safe; the tests start their backend in the forked process.
+PRELOAD = ("numpy", "scipy.linalg", "scipy.integrate", "scipy.optimize", "jax", "jax.numpy", "jax.scipy.linalg",
+           "equinox", "diffrax", "optax", "matplotlib", "matplotlib.pyplot", "pytest")
+
+
+def _worker_init(queue, preload):
     global _COPY
     _COPY = queue.get()
     os.chdir(_COPY)
     # pytest's temporary folders per worker: two workers never clean up each other's
     os.environ["PYTEST_ADDOPTS"] = f"--basetemp={Path(_COPY) / '.pytest-tmp'}"
+    if preload:
+        import importlib
+
+        import cosmic_ray.mutating
+
+        for name in PRELOAD:
+            importlib.import_module(name)
+        cosmic_ray.mutating.run_tests = _forked_tests
+
+
+def _forked_tests(command, timeout):
+    """cosmic-ray's `run_tests` for the command `python mutation/launch.py ARGS`, run in a fork
+    of this preloaded worker: what `launch.py` does, then `pytest.main(ARGS)`. Same outcomes
+    as cosmic-ray's (exit 0 survived, else killed; a timeout kills the process group)."""
+    import shlex
+    import signal
+
+    from cosmic_ray.work_item import TestOutcome
+
+    # jaxtyping (imported with equinox) is also a pytest plugin, which pytest would like to
+    # rewrite the asserts of: it has none the tests rely on.
+    args = ["-W", "ignore::pytest.PytestAssertRewriteWarning"] + shlex.split(command)[2:]
+    with tempfile.TemporaryFile("w+") as out:
+        pid = os.fork()
+        if pid == 0:  # the test process
+            code = 1
+            try:
+                os.setsid()
+                os.dup2(out.fileno(), 1)
+                os.dup2(out.fileno(), 2)
+                sys.dont_write_bytecode = True  # a mutant written within the same second still recompiles
+                sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+                sys.path.insert(0, os.getcwd())
+                import pytest
+
+                code = pytest.main(args)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(int(code))
+        end = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > end:
+                os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return TestOutcome.KILLED, "timeout"
+            time.sleep(0.05)
+        out.seek(0)
+        output = out.read()[-20000:]
+    code = os.waitstatus_to_exitcode(status)
+    return (TestOutcome.SURVIVED if code == 0 else TestOutcome.KILLED), output
 
 
 def _run_one(job_id, mutations, command, timeout):
@@ -393,6 +463,8 @@ def main(argv=None):
     ap.add_argument("--keep", help="keep the work folder (copies, sessions) here instead of a temporary one")
     ap.add_argument("--update-testing", action="store_true",
                     help="also write the score, date and equivalent survivors into TESTING.md")
+    ap.add_argument("--no-preload", action="store_true",
+                    help="run each mutant's tests in a fresh interpreter (cosmic-ray's own way) instead of a fork")
     ap.add_argument("--dry-run", action="store_true", help="create the sessions and count, run nothing")
     ap.add_argument("--rerun-survivors", action="store_true",
                     help="with --keep DIR of an earlier run: run its survivors again against the current tests")
@@ -471,6 +543,12 @@ def main(argv=None):
     if args.baseline_only:
         return 0
     deadline = t0 + args.budget
+    # Fork test processes from a preloaded worker only where they would run this interpreter
+    # and the launcher (every group's command is `python mutation/launch.py ...`).
+    preload = not args.no_preload and all(
+        s["config"].test_command.startswith("python mutation/launch.py ") for s in sessions.values()) and \
+        Path(shutil.which("python")).parent.resolve() == Path(sys.executable).parent.resolve()
+    print(f"test processes: {'forked from preloaded workers' if preload else 'fresh interpreters'}", flush=True)
     queue = multiprocessing.get_context("fork").Queue()
     for c in copies:
         queue.put(str(c))
@@ -479,7 +557,7 @@ def main(argv=None):
 
     done = 0
     with cf.ProcessPoolExecutor(len(copies), mp_context=multiprocessing.get_context("fork"),
-                                initializer=_worker_init, initargs=(queue,)) as pool:
+                                initializer=_worker_init, initargs=(queue, preload)) as pool:
         pending, it = {}, iter(jobs)
 
         def submit():
