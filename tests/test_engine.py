@@ -389,6 +389,8 @@ def test_every_gram_structure_is_the_numpy_step(make):
 
 
 def test_residuals_and_observables_at_the_edges():
+    from particles import _observables as obs
+
     S = jnp.array([[2.0, -1.0, 0.5], [0.0, 30.0, -3.0]])
     targets = jnp.array([2, 1])
     onehot = np.eye(3)[[2, 1]]
@@ -416,6 +418,10 @@ def test_residuals_and_observables_at_the_edges():
     Y = jnp.asarray(onehot)
     assert np.asarray(pt.margins(B, Y)).shape == (2, 2) and np.asarray(pt.loss(B, jnp.array([0.5, 0.5]), Y)).shape == (2,)
     assert max_abs(pt.margins(B, Y)[1], pt.margins(-S, Y)) == 0
+    # the batched per-input losses against log-sum-exp in numpy, row by row (round-off: 1e-14)
+    C = np.random.default_rng(2).normal(scale=5.0, size=(4, 2, 3))
+    want_l = np.stack([np.log(np.exp(c).sum(1)) - c[[0, 1], [2, 1]] for c in C])
+    assert max_abs(obs.losses(jnp.asarray(C), Y), want_l) <= 1e-14
 
 
 def test_weight_decay_is_recorded_only_when_used():

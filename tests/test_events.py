@@ -120,6 +120,9 @@ def test_signs_and_moves_are_strict_at_atol():
     assert out["sign_flips"].tolist() == [0]
     out = rows(np.ones(3), margins=[0.75, -0.5 - 2.0**-40, 0.75], tol=tol)
     assert out["sign_flips"].tolist() == [2]
+    # and on the positive side: +0.5 is within atol too
+    out = rows(np.ones(3), margins=[-0.75, 0.5, -0.75], tol=tol)
+    assert out["sign_flips"].tolist() == [0]
     # moves of exactly atol are not moves: no turn; a hair more, and every step turns
     out = rows(np.ones(4), margins=[0.0, 0.5, 0.0, 0.5], tol=tol)
     assert out["oscillations"].tolist() == [0]
@@ -272,6 +275,13 @@ def test_finite_rows_and_the_single_class_convention():
                         accuracy=jnp.ones(3), margins=jnp.full((3, 3), jnp.inf), final_scores=jnp.zeros((3, 1)),
                         status=jnp.asarray(0), first_bad_step=jnp.asarray(-1), info=meta_json(dict(integrator="gd")))
     assert int(pa.events(one)["first_bad_step"]) == -1 and pa.first_full_accuracy(one) == 0
+    down = pt.Trajectory(t=jnp.arange(3.0), steps=jnp.arange(3), loss=jnp.zeros(3), zero_one=jnp.zeros(3),
+                         accuracy=jnp.ones(3), margins=jnp.asarray([[np.inf] * 3, [np.inf, -np.inf, np.inf],
+                                                                    [np.inf] * 3]),
+                         final_scores=jnp.zeros((3, 1)), status=jnp.asarray(0), first_bad_step=jnp.asarray(-1),
+                         info=meta_json(dict(integrator="gd")))
+    with pytest.warns(pa.NonFiniteWarning, match="step 1"):
+        assert pa.summarize(down)["first_bad"] == 1
     lossy = traj([1.0, inf, 0.25], [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # finite margins, infinite loss
     with pytest.warns(pa.NonFiniteWarning, match="step 1"):
         assert pa.summarize(lossy)["first_bad"] == 1

@@ -514,3 +514,7 @@ def test_the_cell_and_the_kernel_take_keyword_arguments():
     assert int(a["first_full_accuracy"]) == int(b["first_full_accuracy"]) == int(k["first_full_accuracy"])
     assert float(a["final_loss"]) == float(b["final_loss"])
     assert abs(float(k["final_loss"]) - float(a["final_loss"])) <= 1e-14  # two maps, 30 steps: round-off
+    # in float32 when asked: the loss to float32 round-off (30 steps, ~1e-5), the same first step
+    k32 = _grid.two_particle_events(corr=0.5, p1=0.75, lr=2.0, steps=30, dtype=jnp.float32)
+    assert k32["final_loss"].dtype == jnp.float32 and int(k32["first_full_accuracy"]) == int(k["first_full_accuracy"])
+    assert abs(float(k32["final_loss"]) / float(k["final_loss"]) - 1) <= 1e-5

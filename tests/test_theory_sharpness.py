@@ -317,3 +317,115 @@ def test_lanczos_options_are_kept_under_jit_and_on_tiny_problems():
     W1 = jax.random.normal(jax.random.fold_in(key, 2), (2, 2))
     got, info = T.sharpness(tiny, particles.weight_scores(tiny, W1), method="lanczos", return_info=True)
     assert info.get("hvps", 0) == 0 and abs(float(got) / _w_hessian_max(tiny, W1) - 1) <= 1e-8
+
+
+# ------------------------------------------------ the bound and problems with one embedding
+def _one_sided(prob, keep):
+    """The same Grams with only E (keep="E") or only U (keep="U") known."""
+    return particles.Problem(p=prob.p, Y=prob.Y, G_E=prob.G_E, G_U=prob.G_U, S0=prob.S0,
+                             E=prob.E if keep == "E" else None, U=prob.U if keep == "U" else None)
+
+
+def test_sharpness_bound_is_the_top_eigenvalue_of_a_kronecker_product():
+    """`sharpness_bound` = λ_max((Σ_x p_x e_x e_xᵀ) ⊗ UᵀU) / 2, built here as an explicit
+    d²×d² matrix (numpy's kron; relative 1e-12: one float64 eigensolve of an O(1) matrix), the
+    same from the Grams alone and with only one embedding known; non-uniform p, non-identity
+    G_U. On the same problems the dense sharpness at random scores equals the autodiff Hessian
+    in W (1e-8, as above) and stays below the bound."""
+    key = jax.random.PRNGKey(11)
+    prob = particles.random_sphere(key, 5, 4, 3, p=particles.zipf(5, 1.0))
+    E, U, p = (np.asarray(a, np.float64) for a in (prob.E, prob.U, prob.p))
+    ref = np.linalg.eigvalsh(np.kron((E * p[:, None]).T @ E, U.T @ U))[-1] / 2
+    grams = particles.Problem.from_grams(prob.G_E, prob.G_U, prob.p, prob.targets)
+    W = 2.0 * jax.random.normal(jax.random.fold_in(key, 1), (3, 3))
+    S = particles.weight_scores(prob, W)
+    lam = _w_hessian_max(prob, W)
+    for q in (prob, grams, _one_sided(prob, "E"), _one_sided(prob, "U")):
+        assert abs(T.sharpness_bound(q) / ref - 1) <= 1e-12, (q.E is None, q.U is None)
+        got = float(T.sharpness(q, S, method="dense"))
+        assert abs(got / lam - 1) <= 1e-8 and got <= ref * (1 + 1e-12), (q.E is None, q.U is None, got, lam)
+
+
+def test_a_block_is_at_most_a_quarter_of_the_basis():
+    """A basis of iters = 6 holds blocks of 6 // 4 = 1 vector (block = 2 asks for more; the
+    products are counted one by one: an odd count), and restarts reach the dense value within
+    1e-8 (as above); iters = 8 takes the two vectors asked for (an even count)."""
+    key = jax.random.PRNGKey(5)
+    prob = particles.random_sphere(key, 6, 5, 4)
+    W = jax.random.normal(jax.random.fold_in(key, 1), (4, 4))
+    S = particles.weight_scores(prob, W)
+    got, info = T.sharpness(prob, S, method="lanczos", block=2, iters=6, restarts=200, tol=1e-12, return_info=True)
+    assert bool(info["converged"]) and int(info["hvps"]) % 2 == 1
+    assert abs(float(got) / _w_hessian_max(prob, W) - 1) <= 1e-8
+    got, info = T.sharpness(prob, S, method="lanczos", block=2, iters=8, restarts=200, tol=1e-12, return_info=True)
+    assert bool(info["converged"]) and int(info["hvps"]) % 2 == 0
+    assert abs(float(got) / _w_hessian_max(prob, W) - 1) <= 1e-8
+
+
+# ------------------------------------------------ the Lanczos solver's own parts
+def test_ritz_values_come_from_the_active_block_only():
+    """`_ritz(H, j)` against numpy's eigh of H[:j, :j] (1e-12): entries outside the active
+    block (junk here) do not enter, and the top j Ritz vectors are zero outside it."""
+    from particles.theory._lanczos import _ritz
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(4, 4))
+    H = 5.0 * rng.normal(size=(7, 7))
+    H[:4, :4] = A @ A.T  # PSD active block, junk elsewhere
+    theta, Y = (np.asarray(a) for a in _ritz(jnp.asarray(H), 4))
+    ref, vecs = np.linalg.eigh(H[:4, :4])
+    np.testing.assert_allclose(theta[-4:], ref, rtol=0, atol=1e-12 * ref[-1])
+    assert np.all(theta[:3] < 0)  # the inactive rows sit below the PSD spectrum
+    assert np.all(Y[4:, -4:] == 0.0)
+    np.testing.assert_allclose(np.abs(np.sum(Y[:4, -4:] * vecs, axis=0)), 1.0, atol=1e-12)
+
+
+def test_converged_ritz_pairs_switch_on_full_reorthogonalisation():
+    """An isolated eigenvalue at the bottom (0) and the top in a cluster (50 values in
+    [1, 1.1]), all × 1e6: the bottom Ritz pair converges within about 6 products, long before
+    the top one, and from then on every step sweeps the whole basis (Paige: orthogonality is
+    lost along converged Ritz vectors at either end, the bottom one included). One 12-vector
+    cycle at tol = 0: at least 5 sweeps (the opening one and those after the bottom pair
+    converged); a 4-step cycle (nothing converged yet) sweeps once, at its opening."""
+    from particles.theory._lanczos import block_lanczos
+
+    lam = 1e6 * np.concatenate([[0.0], np.linspace(1.0, 1.1, 50)])
+    A, _ = _known(51, lam, 2)
+    op = lambda x: jnp.asarray(A) @ x  # noqa: E731
+    X0 = jnp.ones((1, 51))
+    _, info, _ = block_lanczos(op, X0, 12, 4, 1, 0.0)
+    assert int(info["cycles"]) == 1 and int(info["hvps"]) == 12 and int(info["sweeps"]) >= 5
+    _, info, _ = block_lanczos(op, X0, 4, 2, 1, 0.0)
+    assert int(info["sweeps"]) == 1
+
+
+def test_an_exact_eigenvector_converges_at_tol_zero():
+    """A start vector that is an eigenvector of a diagonal operator: the residual is exactly
+    0, so the error estimate 0 meets tol = 0 after one product (converged, θ exact)."""
+    from particles.theory._lanczos import block_lanczos
+
+    lam = jnp.asarray([2.0, 3.0, 0.5, 1.0])
+    theta, info, _ = block_lanczos(lambda x: lam * x, jnp.asarray([[0.0, 1.0, 0.0, 0.0]]), 4, 2, 3, 0.0)
+    assert bool(info["converged"]) and int(info["hvps"]) == 1 and float(theta) == 3.0
+
+
+def test_reorthogonalisation_takes_a_second_pass_where_the_first_cancelled_most():
+    """A block of norm 1e3 whose part outside span(V) has norm 0.1 (a 1e-4 cancellation):
+    one classical Gram-Schmidt pass leaves components along V of about eps · 1e4 relative
+    to what is left; the second pass (DGKS) brings them to round-off, ≤ 1e-14 of it. The
+    removed components C add up to V Wᵀ and the result is the part outside (1e-12 of 1e3,
+    round-off of the cancellation); a block mostly outside span(V) passes once, unchanged."""
+    from particles.theory._lanczos import _reorthogonalise
+
+    rng = np.random.default_rng(6)
+    Q = np.linalg.qr(rng.normal(size=(50, 4)))[0].T
+    V, out = Q[:3], Q[3]
+    inside = rng.normal(size=3) @ V
+    W = 1e3 * inside / np.linalg.norm(inside) + 0.1 * out
+    got, C = (np.asarray(a) for a in _reorthogonalise(jnp.asarray(V), jnp.asarray(W[None]), jnp.zeros((3, 1))))
+    assert np.max(np.abs(V @ got[0])) <= 1e-14 * np.linalg.norm(got[0])
+    np.testing.assert_allclose(C[:, 0], V @ W, rtol=0, atol=1e-12 * 1e3)
+    np.testing.assert_allclose(got[0], 0.1 * out, rtol=0, atol=1e-12 * 1e3)
+    far = 0.1 * inside + 1e3 * out
+    got, C = (np.asarray(a) for a in _reorthogonalise(jnp.asarray(V), jnp.asarray(far[None]), jnp.zeros((3, 1))))
+    np.testing.assert_allclose(got[0], 1e3 * out, rtol=0, atol=1e-12 * 1e3)

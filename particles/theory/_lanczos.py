@@ -42,6 +42,30 @@ def _gram_schmidt(Q, V, keep_rows=None, weak=None):
     return jnp.stack(rows)
 
 
+def _project(V, W):
+    """W minus its components along the rows of V (orthonormal), and those components C."""
+    C = V @ W.T
+    # sum_i C[i] V[i] as a reduction, not the product C^T V: inside the loop, where V is
+    # also updated in place, XLA:CPU copies V into another layout for that product on
+    # every step (measured 3x slower at N M = 10^6).
+    return W - jnp.sum(C.T[:, :, None] * V[None], axis=1), C
+
+
+def _reorthogonalise(V, W, C):
+    """Classical Gram-Schmidt of the block W against the whole basis V, twice where once
+    removed more than 1 - 1/sqrt(2) of the norm (the DGKS test): one pass leaves components
+    of about eps ||W_before|| / ||W_after|| along V, a second one eps. Adds the removed
+    components to C."""
+    before = jnp.linalg.norm(W)
+    W, C1 = _project(V, W)
+
+    def again(W, C):
+        W, C2 = _project(V, W)
+        return W, C + C2
+
+    return jax.lax.cond(jnp.linalg.norm(W) < 0.7071 * before, again, lambda W, C: (W, C), W, C + C1)
+
+
 def block_lanczos(op, X0, m: int, keep: int, cycles, tol, gap0=None, nvec: int = 1):
     """lambda_max of a symmetric PSD operator on arrays shaped like X0[0]: block thick-restart
     Lanczos (a symmetric block Krylov-Schur method).
@@ -84,31 +108,14 @@ def block_lanczos(op, X0, m: int, keep: int, cycles, tol, gap0=None, nvec: int =
     def op_block(Q):
         return jax.vmap(lambda q: op(q.reshape(shape)).reshape(n))(Q)
 
-    def project(V, W):
-        C = V @ W.T
-        # sum_i C[i] V[i] as a reduction, not the product C^T V: inside the loop, where V is
-        # also updated in place, XLA:CPU copies V into another layout for that product on
-        # every step (measured 3x slower at N M = 10^6).
-        return W - jnp.sum(C.T[:, :, None] * V[None], axis=1), C
-
-    def full(V, W, C):
-        before = jnp.linalg.norm(W)
-        W, C1 = project(V, W)
-
-        def again(W, C):
-            W, C2 = project(V, W)
-            return W, C + C2
-
-        return jax.lax.cond(jnp.linalg.norm(W) < 0.7071 * before, again, lambda W, C: (W, C), W, C + C1)
-
     def expand(V, H, Q, j, sweep: bool):
         V = jax.lax.dynamic_update_slice(V, Q, (j, 0))
         W = op_block(Q)
         lo = jnp.maximum(j - b, 0)
-        W, CL = project(jax.lax.dynamic_slice(V, (lo, 0), (2 * b, n)), W)
+        W, CL = _project(jax.lax.dynamic_slice(V, (lo, 0), (2 * b, n)), W)
         C = jax.lax.dynamic_update_slice(jnp.zeros((m, b), dtype), CL, (lo, 0))
         if sweep:
-            W, C = full(V, W, C)
+            W, C = _reorthogonalise(V, W, C)
         H = jax.lax.dynamic_update_slice(H, C, (0, j))
         H = jax.lax.dynamic_update_slice(H, C.T, (j, 0))
         if b == 1:
