@@ -9,7 +9,8 @@ modules, the test command, the timeout, the operators left out) this script
    with the reason, the mutants that cannot change behaviour or are out of scope (see
    `skip_reason`): operators outside the chosen set, the second offset of a number, lines
    of docstrings, of `raise` statements and of message calls (`v.fail`, `warnings.warn`),
-   and functions outside the group's `[scope]`;
+   and functions outside the group's `[scope]`; and the mutants that `mutation/equivalent.toml`
+   lists (their result is known; they count as survivors; `--run-equivalents` runs them);
 3. runs the group's test command on the unmutated copy (the baseline must pass);
 4. runs every remaining mutant: cosmic-ray's `mutate_and_test` (mutate the copy, run the
    test command, restore), on `--workers` copies in parallel, each result written to the
@@ -21,7 +22,7 @@ modules, the test command, the timeout, the operators left out) this script
    every survivor with file:line and the mutation, marked "equivalent" with its reason
    when `mutation/equivalent.toml` lists it.
 
-Usage: python mutation/run.py [--groups a,b] [--workers 2] [--budget 3600] [--no-preload] [--dry-run]
+Usage: python mutation/run.py [--groups a,b] [--workers 2] [--budget 3600] [--no-preload] [--run-equivalents] [--dry-run]
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ IGNORE = shutil.ignore_patterns(".git", ".venv", ".hypothesis", ".pytest_cache",
 # Calls whose arguments are only message text.
 MESSAGE_CALLS = {"fail", "warn", "print"}
 NUMBER = "core/NumberReplacer"
+# A survivor listed in equivalent.toml is not run again: it costs a whole test subset (no
+# test fails early) and its result is known. It still counts as a survivor in the score.
+LISTED = "listed as equivalent in mutation/equivalent.toml"
 
 
 # ------------------------------------------------------------------ scope
@@ -142,7 +146,23 @@ def load_groups(names):
     return groups
 
 
-def init_session(name, cfg_path, data, base: Path, sessions: Path):
+def _listed(mutation, sources: dict, known) -> bool:
+    """Whether the mutant is one that equivalent.toml lists (its changed line, before and after)."""
+    import difflib
+
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
+
+    path = str(mutation.module_path)
+    operator = get_operator(mutation.operator_name)(**getattr(mutation, "operator_args", {}))
+    mutated = mutate_code(sources[path], operator, mutation.occurrence)
+    if mutated is None:
+        return False
+    diff = "\n".join(difflib.unified_diff(sources[path].split("\n"), mutated.split("\n"), lineterm=""))
+    return _equivalent_of(path, *_change(diff), known) is not None
+
+
+def init_session(name, cfg_path, data, base: Path, sessions: Path, run_equivalents: bool = False):
     from cosmic_ray.commands.init import init
     from cosmic_ray.config import load_config
     from cosmic_ray.work_db import WorkDB, use_db
@@ -161,18 +181,23 @@ def init_session(name, cfg_path, data, base: Path, sessions: Path):
         # cosmic-ray's operators-filter semantics: skip an operator that one of the patterns matches
         excluded = re.compile("|".join(f"(?:{e})" for e in exclude)) if exclude else None
         scope = data.get("scope", {})
+        sources = {str(m): m.read_text() for m in modules}
+        known = [] if run_equivalents else _equivalents()
         with use_db(str(db_path), WorkDB.Mode.create) as db:
             init(modules, db, config.operators_config)
             skipped = {}
             for item in list(db.pending_work_items):
                 why = skip_reason(item.mutations[0], info, scope, excluded)
+                if why is None and known and _listed(item.mutations[0], sources, known):
+                    why = LISTED
                 if why is not None:
                     skipped[why] = skipped.get(why, 0) + 1
                     db.set_result(item.job_id, WorkResult(output=f"skipped: {why}", worker_outcome=WorkerOutcome.SKIPPED))
             total, pending = db.num_work_items, len(list(db.pending_work_items))
     finally:
         os.chdir(here)
-    return dict(db=db_path, config=config, total=total, pending=pending, skipped=skipped)
+    return dict(db=db_path, config=config, total=total, pending=pending, listed=skipped.pop(LISTED, 0),
+                skipped=skipped)
 
 
 def reopen_session(name, cfg_path, sessions: Path):
@@ -200,7 +225,8 @@ def reopen_session(name, cfg_path, sessions: Path):
     con.close()
     with use_db(str(db_path), WorkDB.Mode.open) as db:
         pending = len(list(db.pending_work_items))
-    return dict(db=db_path, config=load_config(str(cfg_path)), total=total, pending=pending, skipped=skipped)
+    return dict(db=db_path, config=load_config(str(cfg_path)), total=total, pending=pending,
+                listed=skipped.pop(LISTED, 0), skipped=skipped)
 
 
 # ------------------------------------------------------------------ workers
@@ -209,9 +235,10 @@ _COPY = None
 
 # What every test process imports before it reaches the project: a worker imports it once
 # and forks one test process per mutant from there, which saves the imports (~2.3 s of a
-# 5.8 s test run of the events group; measured: 141 mutants in 150 s against 52). The project itself is never imported by the worker: each fork imports
-# the mutated copy afresh. JAX is imported but never started (no backend, no threads), so the
-# fork is safe; the tests start their backend in the forked process.
+# 5.8 s test run of the events group; measured: 141 mutants in 150 s against 52). The
+# project itself is never imported by the worker: each fork imports the mutated copy afresh.
+# JAX is imported but never started (no backend, no threads), so the fork is safe; the tests
+# start their backend in the forked process.
 PRELOAD = ("numpy", "scipy.linalg", "scipy.integrate", "scipy.optimize", "jax", "jax.numpy", "jax.scipy.linalg",
            "equinox", "diffrax", "optax", "matplotlib", "matplotlib.pyplot", "pytest")
 
@@ -386,27 +413,30 @@ def write_report(path: Path, results, sessions, meta):
              *(["- this report: the survivors of an earlier full run (same sessions, same mutated sources) run again "
                 "against the tests of this checkout (`--rerun-survivors`); every other result is the earlier run's"]
                if meta.get("rerun") else []),
-             "- score = killed / run (a timeout counts as killed, as in cosmic-ray); an *incompetent* mutant "
-             "(one that does not even import) counts as killed too; *equivalent* survivors are listed in "
-             "`mutation/equivalent.toml` and TESTING.md with the reason they cannot change behaviour.", ""]
-    lines += ["| group | mutants | skipped | run | killed | survived (equivalent) | not run | score | "
-              "score without equivalents | time |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    tot = dict(total=0, skipped=0, run=0, killed=0, survived=0, eq=0, not_run=0, inc=0)
+             "- score = killed / (run + listed equivalent) (a timeout counts as killed, as in cosmic-ray); an "
+             "*incompetent* mutant (one that does not even import) counts as killed too; *equivalent* survivors "
+             "are listed in `mutation/equivalent.toml` and TESTING.md with the reason they cannot change "
+             "behaviour. A listed one is not run again (`--run-equivalents` runs them) and counts as a survivor.",
+             ""]
+    lines += ["| group | mutants | skipped | listed equivalent | run | killed | survived (equivalent) | not run | "
+              "score | score without equivalents | time |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    tot = dict(total=0, skipped=0, listed=0, run=0, killed=0, survived=0, eq=0, not_run=0, inc=0)
     for r in results:
         s = sessions[r["name"]]
-        eq = sum(1 for x in r["survived"] if x["equivalent"])
-        sv = len(r["survived"])
+        listed = s.get("listed", 0)
+        eq = sum(1 for x in r["survived"] if x["equivalent"]) + listed
+        sv = len(r["survived"]) + listed
         skipped = sum(s["skipped"].values())
         killed = r["killed"] + r["incompetent"]
         sc = score(r["killed"], sv, r["incompetent"])
         sc_eq = score(r["killed"], sv - eq, r["incompetent"])
-        lines.append(f"| {r['name']} | {s['total']} | {skipped} | {r['run']} | {killed} | {sv} ({eq}) | "
+        lines.append(f"| {r['name']} | {s['total']} | {skipped} | {listed} | {r['run']} | {killed} | {sv} ({eq}) | "
                      f"{r['not_run']} | {sc:.1f}% | {sc_eq:.1f}% | {s.get('seconds', 0) / 60:.1f} min |")
-        for k, v in dict(total=s["total"], skipped=skipped, run=r["run"], killed=r["killed"], survived=sv, eq=eq,
-                         not_run=r["not_run"], inc=r["incompetent"]).items():
+        for k, v in dict(total=s["total"], skipped=skipped, listed=listed, run=r["run"], killed=r["killed"],
+                         survived=sv, eq=eq, not_run=r["not_run"], inc=r["incompetent"]).items():
             tot[k] += v
-    lines.append(f"| **all** | {tot['total']} | {tot['skipped']} | {tot['run']} | {tot['killed'] + tot['inc']} | "
-                 f"{tot['survived']} ({tot['eq']}) | {tot['not_run']} | "
+    lines.append(f"| **all** | {tot['total']} | {tot['skipped']} | {tot['listed']} | {tot['run']} | "
+                 f"{tot['killed'] + tot['inc']} | {tot['survived']} ({tot['eq']}) | {tot['not_run']} | "
                  f"**{score(tot['killed'], tot['survived'], tot['inc']):.1f}%** | "
                  f"{score(tot['killed'], tot['survived'] - tot['eq'], tot['inc']):.1f}% | {meta['wall'] / 60:.1f} min |")
     lines += ["", "## Skipped mutants, by reason", ""]
@@ -425,18 +455,23 @@ def write_report(path: Path, results, sessions, meta):
     path.write_text("\n".join(lines) + "\n")
 
 
-def update_testing(path: Path, results, meta):
+def update_testing(path: Path, results, sessions, meta):
     """Rewrite the two generated sections of TESTING.md (between their marker comments)."""
     text = path.read_text()
+    listed = sum(sessions[r["name"]].get("listed", 0) for r in results)
     killed = sum(r["killed"] + r["incompetent"] for r in results)
-    survived = sum(len(r["survived"]) for r in results)
-    eq = sum(1 for r in results for x in r["survived"] if x["equivalent"])
+    survived = sum(len(r["survived"]) for r in results) + listed
+    eq = sum(1 for r in results for x in r["survived"] if x["equivalent"]) + listed
     run = killed + survived
     not_run = sum(r["not_run"] for r in results)
-    per = ", ".join(f"{r['name']} {score(r['killed'], len(r['survived']), r['incompetent']):.1f}%" for r in results)
+    def group_score(r):
+        return score(r["killed"], len(r["survived"]) + sessions[r["name"]].get("listed", 0), r["incompetent"])
+
+    per = ", ".join(f"{r['name']} {group_score(r):.1f}%" for r in results)
     block = (f"{meta['date']}: **{100 * killed / run:.1f}%** ({killed} of {run} mutants killed; {survived} "
-             f"survivors, {eq} of them equivalent; {100 * (killed) / (run - eq):.1f}% of the non-equivalent "
-             f"mutants). {run} of the {run + not_run} eligible mutants started within the budget"
+             f"survivors, {eq} of them equivalent ({listed} listed in `mutation/equivalent.toml` and not run "
+             f"again); {100 * (killed) / (run - eq):.1f}% of the non-equivalent mutants). "
+             f"{run} of the {run + not_run} eligible mutants started within the budget"
              + ("" if not not_run else f"; {not_run} did not (the score is on those that ran)") +
              f". Per group: {per}. Wall time {meta['wall'] / 60:.0f} min on 2 workers at load "
              f"{meta['load_start'].split()[0]}; CPU time of the tests {meta['cpu'] / 120:.0f} min on 2 cores. "
@@ -465,6 +500,8 @@ def main(argv=None):
                     help="also write the score, date and equivalent survivors into TESTING.md")
     ap.add_argument("--no-preload", action="store_true",
                     help="run each mutant's tests in a fresh interpreter (cosmic-ray's own way) instead of a fork")
+    ap.add_argument("--run-equivalents", action="store_true",
+                    help="also run the mutants that mutation/equivalent.toml lists (they must survive)")
     ap.add_argument("--dry-run", action="store_true", help="create the sessions and count, run nothing")
     ap.add_argument("--rerun-survivors", action="store_true",
                     help="with --keep DIR of an earlier run: run its survivors again against the current tests")
@@ -502,14 +539,16 @@ def main(argv=None):
             print(f"{name}: {sessions[name]['pending']} survivors to run again", flush=True)
     else:
         with cf.ProcessPoolExecutor(len(copies), mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {name: pool.submit(init_session, name, cfg, data, copies[0], sessions_dir)
+            futures = {name: pool.submit(init_session, name, cfg, data, copies[0], sessions_dir, args.run_equivalents)
                        for name, (cfg, data) in groups.items()}
             for name, fut in futures.items():
                 sessions[name] = fut.result()
                 s = sessions[name]
-                print(f"{name}: {s['total']} mutants, {s['pending']} to run, skipped {sum(s['skipped'].values())}",
-                      flush=True)
+                print(f"{name}: {s['total']} mutants, {s['pending']} to run, skipped {sum(s['skipped'].values())}, "
+                      f"listed equivalent {s['listed']}", flush=True)
     if args.dry_run:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
         return 0
 
     jobs = []
@@ -597,7 +636,7 @@ def main(argv=None):
                 cosmic_ray=importlib.metadata.version("cosmic-ray"), budget=args.budget, rerun=args.rerun_survivors)
     write_report(Path(args.report), results, sessions, meta)
     if args.update_testing and not args.groups:  # the default run only
-        update_testing(ROOT / "TESTING.md", results, meta)
+        update_testing(ROOT / "TESTING.md", results, sessions, meta)
     print(Path(args.report).read_text())
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

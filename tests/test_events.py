@@ -378,6 +378,10 @@ def test_plain_head_and_frozen_results():
     spike = pa.Spike(1, 0.5, 0.25, 2)
     with pytest.raises(AttributeError):
         spike.step = 3
+    cycle = pa.detect_cycle(traj([1.0, 0.5, 0.5, 0.5], [[0.0], [1.0], [1.0], [1.0]]), max_period=1, tail=2)
+    assert cycle.period == 1
+    with pytest.raises(AttributeError):
+        cycle.period = 2
     with pytest.raises(AttributeError):
         ev.Tolerances().loss_rtol = 1.0
     assert hash(ev.Tolerances()) == hash(ev.Tolerances())  # a static field of the compiled sweep

@@ -170,6 +170,11 @@ def test_integer_keys_and_more_bad_inputs():
         T.sharpness(prob, S, block=0)
     with pytest.raises(ValueError, match="key=-1"):
         T.sharpness(prob, S, key=-1)
+    # integer scores are read as the problem's floats: the same value, in float64
+    small = particles.two_particles(0.5, 0.75)
+    Si = np.array([[2, -1], [0, 3]])
+    got = T.sharpness(small, Si, method="dense")
+    assert got.dtype == np.float64 and float(got) == float(T.sharpness(small, Si.astype(float), method="dense"))
 
 
 def test_block_restarts_are_needed_and_work():
