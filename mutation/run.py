@@ -471,7 +471,7 @@ def update_testing(path: Path, results, sessions, meta):
     block = (f"{meta['date']}: **{100 * killed / run:.1f}%** ({killed} of {run} mutants killed; {survived} "
              f"survivors, {eq} of them equivalent ({listed} listed in `mutation/equivalent.toml` and not run "
              f"again); {100 * (killed) / (run - eq):.1f}% of the non-equivalent mutants). "
-             f"{run} of the {run + not_run} eligible mutants started within the budget"
+             f"{run} of the {run + not_run} eligible mutants were run or listed as equivalent within the budget"
              + ("" if not not_run else f"; {not_run} did not (the score is on those that ran)") +
              f". Per group: {per}. Wall time {meta['wall'] / 60:.0f} min on 2 workers at load "
              f"{meta['load_start'].split()[0]}; CPU time of the tests {meta['cpu'] / 120:.0f} min on 2 cores. "
