@@ -280,8 +280,10 @@ def _forked_tests(command, timeout):
                 os.dup2(out.fileno(), 1)
                 os.dup2(out.fileno(), 2)
                 sys.dont_write_bytecode = True  # a mutant written within the same second still recompiles
-                sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-                sys.path.insert(0, os.getcwd())
+                sys.path.insert(0, str(HERE))
+                from launch import use_copy
+
+                use_copy(os.getcwd())
                 import pytest
 
                 code = pytest.main(args)

@@ -197,9 +197,10 @@ def sharpness(
           eagerly; under `jit` this is skipped), then dense when N M <= 1024, else lanczos.
     - `iters`: Lanczos basis size m (memory m * N * M numbers); `restarts`: at most this many
       fillings of the basis (each restart keeps the top m/2 Ritz vectors); `block`: vectors
-      per block b (at most m // 4, so that a basis holds four blocks). Blocks resolve clusters of up to b eigenvalues at once but raise the
-      polynomial degree b times slower: at N = M = d = 1024 b = 4 took 3.5-4x the products
-      of b = 1 (BENCHMARKS.md), so b = 1 is the default.
+      per block b (at most m // 4, so that a basis holds four blocks). Blocks resolve
+      clusters of up to b eigenvalues at once but raise the polynomial degree b times slower:
+      at N = M = d = 1024 b = 4 took 3.5-4x the products of b = 1 (BENCHMARKS.md), so b = 1
+      is the default.
     - `tol`: stop when the estimated relative error of lambda_max, min(r, r^2/gap) / lambda
       (r the Ritz residual, gap the distance to the next Ritz value), is <= tol. Like every
       Krylov stopping rule it cannot see an eigenvalue the basis has not found yet: a cluster
