@@ -7,16 +7,16 @@
 Runs `scripts/simulate.py --n 2 --corr 0.3` (with `--no-plot` and with its figure) in fresh
 processes and splits each run's wall time into phases by timing the functions the command
 calls: the imports, building the problem, the two GD runs (one batched call: trace, compile,
-run), the gradient flow (diffrax: trace, compile, solve), the analysis of the three runs
+run), the gradient flow (trace, compile, solve), the analysis of the three runs
 (summaries, theory tables, sharpness), saving, and the figure. "other" is what is left
 (argument parsing, the starting sharpness, printing, interpreter shutdown).
 
 Wall times on a shared 2-core machine move with its load and with the host's speed, so the
 same run also times two references: a fresh `python -c "import jax"` and a pure-Python loop of
 10⁷ additions; comparing them between two days' runs says how much of a difference is the
-machine rather than the code. `--against REF` also times the headline (`--no-plot`) of another
-commit, checked out in a temporary git worktree, interleaved with this tree's runs: the ratio
-between the two is the code's, whatever the machine's speed that day.
+machine rather than the code. `--against REF` also times the headline (with `--no-plot` and
+with its figure) of another commit, checked out in a temporary git worktree, interleaved with
+this tree's runs: the ratio between the two is the code's, whatever the machine's speed that day.
 """
 
 from __future__ import annotations
@@ -111,28 +111,34 @@ def main():
     for n in names:
         print(f"| {n} | " + " | ".join(f"{r['phases'].get(n, 0.0):.2f}" for r in rows) + " |")
     if against:
-        print(f"--no-plot, best of {args.repeat} interleaved: {against['ref']} {against['theirs']:.2f} s, "
-              f"this tree {against['ours']:.2f} s ({against['ours'] / against['theirs']:.2f}x)")
+        for mode, key in (("--no-plot", ""), ("with the figure", "_figure")):
+            theirs, ours = against["theirs" + key], against["ours" + key]
+            print(f"{mode}, best of {args.repeat} interleaved: {against['ref']} {theirs:.2f} s, "
+                  f"this tree {ours:.2f} s ({ours / theirs:.2f}x)")
 
 
 def _against(ref: str, repeat: int) -> dict:
-    """Best --no-plot headline wall time of `ref` and of this tree, interleaved."""
+    """Best headline wall times (--no-plot and with the figure) of `ref` and of this tree, interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
         tree = os.path.join(tmp, "tree")
         subprocess.run(["git", "worktree", "add", "--detach", tree, ref], cwd=ROOT, check=True, capture_output=True)
         try:
-            times = {tree: [], ROOT: []}
+            times = {(root, plot): [] for plot in (False, True) for root in (tree, ROOT)}
             for r in range(repeat):
-                for root in times:
+                for (root, plot), got in times.items():
                     cmd = [sys.executable, os.path.join(root, "scripts", "simulate.py"), "--n", "2", "--corr", "0.3",
-                           "--no-plot", "--quiet", "--out", os.path.join(tmp, f"run{r}{len(times[root])}{root == ROOT}")]
+                           "--quiet", "--out", os.path.join(tmp, f"run{r}{plot}{root == ROOT}")]
                     env = dict(os.environ, PYTHONPATH=root)
                     t0 = time.perf_counter()
-                    subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
-                    times[root].append(time.perf_counter() - t0)
+                    subprocess.run(cmd + ([] if plot else ["--no-plot"]), cwd=root, env=env, check=True,
+                                   capture_output=True)
+                    got.append(time.perf_counter() - t0)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, capture_output=True)
-    return dict(ref=ref, theirs=min(times[tree]), ours=min(times[ROOT]), times_theirs=times[tree], times_ours=times[ROOT])
+    return dict(ref=ref, theirs=min(times[tree, False]), ours=min(times[ROOT, False]),
+                theirs_figure=min(times[tree, True]), ours_figure=min(times[ROOT, True]),
+                times_theirs=times[tree, False], times_ours=times[ROOT, False],
+                times_theirs_figure=times[tree, True], times_ours_figure=times[ROOT, True])
 
 
 if __name__ == "__main__":

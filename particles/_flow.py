@@ -1,23 +1,24 @@
-"""Gradient flow dS/dt = −G_E diag(p) (softmax(S) − Y) G_U, solved with diffrax in log-time.
+"""Gradient flow dS/dt = −G_E diag(p) (softmax(S) − Y) G_U, solved in log-time.
 
 Two regimes need two strategies, chosen from the problem (`solver=None`):
 
 - *Margins grow like log t* (separable problems): in s = log(1 + t) the field
-  dS/ds = e^s dS/dt is smooth and non-stiff, and an explicit solver (Tsit5) reaches
+  dS/ds = e^s dS/dt is smooth and non-stiff, and an explicit solver (Dormand–Prince 5(4),
+  `particles._rk`: one compiled loop, 3× quicker to compile than diffrax's) reaches
   t = 1e12 in about fifty steps.
 - *A finite minimiser* (d < N: the memory is too small): the flow converges like e^{−λt},
   so e^s dS/dt is stiff (its Jacobian grows like e^s) and explicit steps collapse. When
   the embeddings are known and the span of the dynamics is smaller than the scores
   (r_U·r_E < N·M; S = S_⊥ + F Kᵀ Hᵀ, see `theory.span`), the flow is solved for the
-  r_U × r_E coordinates K with an implicit, L-stable solver (Kvaerno5; its dense Jacobian
+  r_U × r_E coordinates K with diffrax's implicit, L-stable Kvaerno5 (its dense Jacobian
   is (r_U r_E)², tiny for d ≤ 32) — unless the horizon is short enough for the stiffness
   to stay mild ((1 + t1) times a bound on the Hessian's λ_max ≤ `EXPLICIT_STIFFNESS`),
-  where Tsit5 takes fewer, cheaper steps (43 against 291 to t = 100 on a 7-token memory of
-  d = 6).
+  where the explicit solver takes fewer, cheaper steps (43 against 291 to t = 100 on a
+  7-token memory of d = 6).
 
-On the span coordinates a steady-state event stops the solve once |dS/ds| ≤ atol + rtol·|S|
-(the flow has converged to tolerance in log-time); the saved times past it hold the final
-state.
+On the span coordinates a steady-state rule stops the solve once
+rms(dS/ds) ≤ atol + rtol·rms(S) (the flow has converged to tolerance in log-time); the
+saved times past it hold the final state.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
-from . import _driver, _dynamics, _gd
+from . import _driver, _dynamics, _gd, _rk
 from . import _validate as v
 from ._problem import Problem
+from ._progress import progress_bar
 from ._status import Status
 from ._trajectory import Trajectory, meta_json
 
@@ -41,10 +43,10 @@ IMPLICIT_MAX = 2048
 """Largest span dimension r_U·r_E solved with the implicit solver (dense Jacobian r²)."""
 
 EXPLICIT_STIFFNESS = 1e3
-"""Largest (1 + t1)·λ̄ for which the span coordinates are solved with Tsit5 (explicit), λ̄ an
-upper bound on the loss Hessian's λ_max: the log-time field's Jacobian is (1 + t) times the
-Hessian's, and Tsit5's step is stable below about 3.5 / that, so near t1 the explicit solve
-needs about (1 + t1)·λ̄ / 3.5 ≤ 300 steps per unit of log-time. Above it, Kvaerno5."""
+"""Largest (1 + t1)·λ̄ for which the span coordinates are solved explicitly, λ̄ an upper
+bound on the loss Hessian's λ_max: the log-time field's Jacobian is (1 + t) times the
+Hessian's, and a Dormand–Prince step is stable below about 3.3 / that, so near t1 the explicit
+solve needs about (1 + t1)·λ̄ / 3.3 ≤ 300 steps per unit of log-time. Above it, Kvaerno5."""
 
 _HINTS = {
     "MAX_STEPS": "the solver's step budget ran out before t1; raise max_steps, loosen rtol/atol, or pass "
@@ -106,8 +108,6 @@ class Reduced(eqx.Module):
 
 def _coordinates(problem: Problem, solver, t1):
     """(coordinates, solver, name) for `solver=None`: see the module docstring."""
-    import diffrax
-
     if problem.E is not None and problem.U is not None and v.is_concrete((problem.E, problem.U, problem.S0)):
         from .theory._sharpness import sharpness_bound
         from .theory._span import span
@@ -121,9 +121,15 @@ def _coordinates(problem: Problem, solver, t1):
             coords = Reduced(problem, F, H, S0 - F @ K0.T @ H.T)
             if solver is None:
                 mild = v.is_concrete(t1) and (1 + float(t1)) * sharpness_bound(problem) <= EXPLICIT_STIFFNESS
-                solver = diffrax.Tsit5() if mild or r > IMPLICIT_MAX else diffrax.Kvaerno5()
+                solver = _rk.Dopri5() if mild or r > IMPLICIT_MAX else _implicit()
             return coords, solver, "reduced"
-    return Scores(problem), diffrax.Tsit5() if solver is None else solver, "scores"
+    return Scores(problem), _rk.Dopri5() if solver is None else solver, "scores"
+
+
+def _implicit():
+    import diffrax  # only for stiff flows: importing it costs about 0.5 s
+
+    return diffrax.Kvaerno5()
 
 
 # ------------------------------------------------------------------ solve
@@ -133,9 +139,14 @@ def _solve(coords, y0, s0, s1, s_ts, rtol, atol, solver, max_steps: int, save_sc
     # scores of a separable problem the margins grow forever and the event would only cost
     # compile time.
     steady_stop = isinstance(coords, Reduced)
+    problem = coords.problem
+    if isinstance(solver, _rk.Dopri5):
+        rows, final, status, stats, s_rest = _rk.solve(
+            lambda s, y: coords.field(s, y, None), lambda y: _gd.observe(problem, coords.scores(y), save_scores),
+            y0, s0, s1, s_ts, rtol, atol, max_steps, steady_stop, _tick if progress else None)
+        return rows, final, status, stats, jnp.expm1(s_rest)
     import diffrax
 
-    problem = coords.problem
     observe = lambda s, y, args: _gd.observe(problem, coords.scores(y), save_scores)  # noqa: E731
     save = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=s_ts, fn=observe), diffrax.SubSaveAt(t1=True)])
     sol = diffrax.diffeqsolve(
@@ -184,17 +195,18 @@ def flow(
       steps; a problem with a finite minimiser stops at its steady state (see below).
     - `ts`: times to save, increasing, in [0, t1]; default 201 times evenly spaced in
       log(1 + t).
-    - `rtol`, `atol`: tolerances of the PID step-size controller (on the log-time solve) and
+    - `rtol`, `atol`: tolerances of the step-size controller (on the log-time solve) and
       of the steady state.
-    - `solver`: a diffrax solver; by default Tsit5 on the scores, or on the span coordinates
-      when the embeddings are known and span fewer dimensions than the scores (d < N: the
-      flow converges to a finite minimiser and is stiff in log-time) — there Kvaerno5
-      (implicit) once the horizon makes the stiffness matter ((1 + t1)·`theory.sharpness_bound` >
-      `EXPLICIT_STIFFNESS`). The choice is in `metadata["solver"]` and
-      `metadata["coordinates"]`. Measured to t = 1e8 on 2 cores (BENCHMARKS.md): N = 20,
-      d = 5, M = 4 in 1,005 steps, 0.2 s after compiling; N = 64, d = 8, M = 8 in 994 steps,
-      1.0 s; N = 256, d = 16, M = 16 in 1,126 steps and minutes (the implicit solver's dense
-      Jacobian dominates).
+    - `solver`: `None` (the default) or a diffrax solver. By default Dormand–Prince 5(4)
+      (`"Dopri5 (particles)"`: the project's own compiled loop, which lands a step on every
+      saved time) on the scores, or on the span coordinates when the embeddings are known and
+      span fewer dimensions than the scores (d < N: the flow converges to a finite minimiser
+      and is stiff in log-time) — there diffrax's Kvaerno5 (implicit) once the horizon makes
+      the stiffness matter ((1 + t1)·`theory.sharpness_bound` > `EXPLICIT_STIFFNESS`). The
+      choice is in `metadata["solver"]` and `metadata["coordinates"]`. Measured to t = 1e8 on
+      2 cores (BENCHMARKS.md): N = 20, d = 5, M = 4 in 1,005 steps, 0.2 s after compiling;
+      N = 64, d = 8, M = 8 in 994 steps, 1.0 s; N = 256, d = 16, M = 16 in 1,126 steps and
+      minutes (the implicit solver's dense Jacobian dominates).
     - `max_steps`: the solver's step budget; running out is reported as status 2
       (`Status.MAX_STEPS`) with what to change, in `traj.message`.
     - `save_scores`: also save S at every saved time.
@@ -205,8 +217,9 @@ def flow(
     - `resume`: a Trajectory of an interrupted segmented flow with the same `ts`, `t1`,
       tolerances and `segments` (e.g. `Trajectory.load(checkpoint)`); the result equals the
       uninterrupted segmented run bit for bit.
-    - `progress`: a progress bar on stderr (diffrax's, measuring the fraction of log-time
-      done; per segment when segmented); off when the environment sets `PARTICLES_QUIET=1`.
+    - `progress`: a progress bar on stderr (saved rows done, or segments when segmented;
+      diffrax's, measuring log-time, with a diffrax solver); off when the environment sets
+      `PARTICLES_QUIET=1`.
 
     **Returns:** a [`Trajectory`][] with `t` = `ts`; `metadata["steady_state_t"]` is the time
     the flow came to rest (None when it did not). A failed solve is reported in `status`
@@ -214,11 +227,11 @@ def flow(
 
     >>> import particles as pt
     >>> traj = pt.flow(pt.orthogonal([0.5, 0.5]), 1e8)
-    >>> traj.ok, traj.metadata["solver"], traj.metadata["num_steps"] < 100
-    (True, 'Tsit5', True)
+    >>> traj.ok, traj.metadata["solver"], len(traj.t)
+    (True, 'Dopri5 (particles)', 201)
+    >>> pt.flow(pt.orthogonal([0.5, 0.5]), 1e8, ts=[0.0, 1e8]).metadata["num_steps"] < 100
+    True
     """
-    import diffrax
-
     progress = progress and os.environ.get("PARTICLES_QUIET") != "1"
     v.check_positive("t1", t1)
     v.check_positive("rtol", rtol)
@@ -235,8 +248,11 @@ def flow(
         a = np.asarray(ts, np.float64)
         if not np.all(np.isfinite(a)) or a[0] < 0 or a[-1] > float(t1) * (1 + 1e-12) or np.any(np.diff(a) < 0):
             v.fail("ts", ts, f"times must be finite, non-decreasing and in [0, t1={float(t1):g}]")
-    if solver is not None and not isinstance(solver, diffrax.AbstractSolver):
-        v.fail("solver", str(solver), "a diffrax solver instance such as diffrax.Tsit5()")
+    if solver is not None:
+        import diffrax
+
+        if not isinstance(solver, diffrax.AbstractSolver):
+            v.fail("solver", str(solver), "None (the default) or a diffrax solver instance such as diffrax.Tsit5()")
     coords, solver, where = _coordinates(problem, solver, t1)
     # numpy when the times are known: eager jnp would compile a kernel per operation
     xp = np if v.is_concrete((t1, ts)) else jnp
@@ -244,18 +260,37 @@ def flow(
     s1 = xp.log1p(t1)
     s_ts = xp.minimum(xp.log1p(xp.asarray(ts, dtype)), s1)
     args = (jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), solver, max_steps, save_scores)
-    info = dict(integrator="flow", rtol=_num(rtol), atol=_num(atol), solver=type(solver).__name__,
+    name = _rk.NAME if isinstance(solver, _rk.Dopri5) else type(solver).__name__
+    info = dict(integrator="flow", rtol=_num(rtol), atol=_num(atol), solver=name,
                 coordinates=where, structure=f"E={problem.structure_E}, U={problem.structure_U}", dtype=str(dtype),
                 log_time=True, hints=_HINTS)
     if segments is not None or checkpoint is not None or resume is not None:
         return _segmented(coords, ts, s_ts, s1, args, info, 20 if segments is None else segments, checkpoint,
                           resume, progress)
     y0 = coords.state(problem.S0)
-    rows, final, status, stats, t_rest = _solve(coords, y0, xp.zeros_like(s1), s1, s_ts, *args, progress)
+    native_bar = progress and isinstance(solver, _rk.Dopri5)
+    with progress_bar(len(s_ts), "flow", "row", enabled=native_bar) as bar:
+        _BARS.append(bar)
+        try:
+            rows, final, status, stats, t_rest = _solve(coords, y0, xp.zeros_like(s1), s1, s_ts, *args, progress)
+            if native_bar:
+                jax.effects_barrier()  # every tick has reached the bar before it closes
+        finally:
+            _BARS.pop()
     if v.is_concrete(stats):
         info.update(num_steps=int(stats[0]), num_accepted=int(stats[1]), num_rejected=int(stats[2]),
                     steady_state_t=_finite_or_none(t_rest))
     return _trajectory(xp.asarray(ts, dtype), rows, coords.scores(final), status, info)
+
+
+_BARS: list = []
+"""The open progress bars of native solves; `_tick`, called from inside the compiled loop,
+updates the newest (a fixed function, so that a bar does not force a recompilation)."""
+
+
+def _tick():
+    if _BARS:
+        _BARS[-1].update(1)
 
 
 def _trajectory(ts, rows, final_scores, status, info) -> Trajectory:

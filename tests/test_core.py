@@ -527,7 +527,7 @@ def _np_flow(problem, ts):
 
 
 @pytest.mark.parametrize("d", [
-    5,  # d >= N: Tsit5 on the scores
+    5,  # d >= N: the explicit Dopri5 on the scores
     3,  # d < N: Kvaerno5 on the span coordinates
 ])
 def test_flow_checkpoint_and_resume_bit_for_bit(tmp_path, d):
@@ -539,7 +539,7 @@ def test_flow_checkpoint_and_resume_bit_for_bit(tmp_path, d):
     # d < N = 4: the flow runs on the span coordinates with the implicit solver.
     reduced = d < problem.N
     assert single.metadata["coordinates"] == ("reduced" if reduced else "scores")
-    assert single.metadata["solver"] == ("Kvaerno5" if reduced else "Tsit5")
+    assert single.metadata["solver"] == ("Kvaerno5" if reduced else "Dopri5 (particles)")
     # Same flow, other steps: both agree with an independent tight solve (scipy DOP853 in t at
     # rtol = atol = 1e-12, its own error ~1e-10). Tolerance, a heuristic bound: the controller
     # keeps each accepted step's local error below rtol |S| + atol; on this gradient flow of a
