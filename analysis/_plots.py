@@ -35,6 +35,18 @@ def _axes(ax):
     return ax
 
 
+def _log_scale(ax, which: str) -> None:
+    """Put axis `which` ("x" or "y") on a log scale with minor ticks at 2 and 5 of each decade.
+
+    1-2-5 ticks read as well as matplotlib's default 2…9 and are a third as many to lay out:
+    drawing the headline's figure took 0.3 s less of its 1.2 s (BENCHMARKS.md, finding 7).
+    """
+    from matplotlib.ticker import LogLocator
+
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    getattr(ax, which + "axis").set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+
+
 def _xlabel(traj) -> str:
     if traj.steps is not None:
         return "step"
@@ -156,7 +168,7 @@ def plot_margins(ax, traj, theory: Optional[dict] = None, logx: bool = False, la
             ax.plot(tt[ok], vals[ok, i], ls=("--", "-.", ":")[j % 3], lw=1.1,
                     color=colors.get(i, "black") if vals.shape[1] == N else "black", label=name if k == 0 else None)
     if logx:
-        ax.set_xscale("log")
+        _log_scale(ax, "x")
     ax.axhline(0.0, color="0.6", lw=0.6)
     ax.set_xlabel(_xlabel(traj) + (" (log scale)" if logx else ""))
     ax.set_ylabel("margin m(x)")
@@ -195,7 +207,7 @@ def plot_losses(ax, traj, spikes=None, label: str = "", color=None, logx: bool =
     pre = f"{label} " if label else ""
     ax.plot(x[keep], L[keep], color=color, lw=1.5, label=pre + "loss")
     if n and np.all(L > 0):
-        ax.set_yscale("log")
+        _log_scale(ax, "y")
     ax2 = getattr(ax, "_particles_twin", None)
     if ax2 is None:
         ax2 = ax.twinx()
@@ -212,7 +224,7 @@ def plot_losses(ax, traj, spikes=None, label: str = "", color=None, logx: bool =
         idx = np.clip(np.searchsorted(x, peaks), 0, max(n - 1, 0))
         ax.plot(x[idx], L[idx], "v", color="#D55E00", ms=6, ls="none", label=pre + f"spikes ({len(spikes)})")
     if logx:
-        ax.set_xscale("log")
+        _log_scale(ax, "x")
     ax.set_xlabel(_xlabel(traj) + (" (log scale)" if logx else ""))
     ax.set_ylabel("cross-entropy loss")
     ax.legend(fontsize=7, loc="best", framealpha=0.8)
@@ -241,7 +253,7 @@ def plot_sharpness(ax, t, lam, lr: Optional[float] = None, label: str = "λ_max"
     if lr is not None:
         ax.axhline(2.0 / float(lr), color=OKABE_ITO[1], ls="--", lw=1.2, label=f"2/η = {2.0 / float(lr):.3g}")
     if n and np.all(lam[:n] > 0):
-        ax.set_yscale("log")
+        _log_scale(ax, "y")
     ax.set_xlabel("step")
     ax.set_ylabel("sharpness λ_max(∇²L)")
     ax.legend(fontsize=8, loc="best")
