@@ -4,6 +4,7 @@ Two CPU devices (the sharding tests), headless plots, quiet progress bars, and a
 errors that fail the tests instead of becoming notes in the scripts' summaries.
 """
 
+import gc
 import os
 
 import pytest
@@ -29,3 +30,17 @@ def _os_exit_raises(monkeypatch):
         raise SystemExit(code)
 
     monkeypatch.setattr(os, "_exit", leave)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free a module's compiled programs when it ends.
+
+    Each XLA executable maps its code into the process (about 16 memory mappings each, measured).
+    The suite compiles thousands in one process, and without this the count passed Linux's limit
+    of 65,530 mappings per process (`vm.max_map_count`) about three quarters of the way through,
+    where XLA's compiler, unable to map the next program, crashed with a segmentation fault.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
