@@ -32,30 +32,15 @@ def _os_exit_raises(monkeypatch):
     monkeypatch.setattr(os, "_exit", leave)
 
 
-MAPPINGS_HIGH = 20_000
-"""Memory mappings of the test process above which a module's end frees the compiled programs."""
-
-
-def _mappings() -> int:
-    try:
-        with open("/proc/self/maps") as f:
-            return sum(1 for _ in f)
-    except OSError:  # not Linux: no such per-process limit to stay under
-        return 0
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
-    """Free the compiled programs at the end of a module once the process holds many.
+    """Free a module's compiled programs when it ends.
 
     Each XLA executable maps its code into the process (about 16 memory mappings each, measured).
     The suite compiles thousands in one process, and without this the count passed Linux's limit
     of 65,530 mappings per process (`vm.max_map_count`) about three quarters of the way through,
-    where XLA's compiler, unable to map the next program, crashed with a segmentation fault. The
-    most one module added was about 10,000 mappings, so clearing above 20,000 keeps the count
-    under half the limit and spares the recompilations that clearing after every module costs.
+    where XLA's compiler, unable to map the next program, crashed with a segmentation fault.
     """
     yield
-    if _mappings() > MAPPINGS_HIGH:
-        jax.clear_caches()
-        gc.collect()
+    jax.clear_caches()
+    gc.collect()
