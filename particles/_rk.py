@@ -1,9 +1,9 @@
 """The flow's explicit solver: Dormand–Prince 5(4) with an integral step-size controller, in
 one `lax.while_loop`, stepping onto every saved time.
 
-Why not diffrax's Tsit5 here: on the headline's 2 × 2 system importing, tracing and
-compiling it took 2.7 s and the solve 2 ms; this loop compiles in about 0.8 s (BENCHMARKS.md,
-finding 7). Implicit solvers (the stiff flows of `particles.flow`) stay with diffrax.
+Why not diffrax's Tsit5 here: in the headline command (a 2 × 2 system) its import, trace
+and compile took 2.1–2.3 s and the solve itself 2.5 ms; this loop takes 0.66–0.85 s to trace,
+compile and solve (BENCHMARKS.md, finding 7). Implicit solvers (the stiff flows of `particles.flow`) stay with diffrax.
 
 The controller is scipy's `RK45`, so that the two take the same steps (a test holds them
 to it): the error of a step is the root mean square of the embedded error estimate over
@@ -44,7 +44,6 @@ SAFETY, FACTOR_MIN, FACTOR_MAX = 0.9, 0.2, 10.0
 
 H_MIN = 1e-12
 """A step below H_MIN·max(1, |s|) (log-time) is a collapse: the solve stops, SOLVER_FAILURE."""
-
 
 NAME = "Dopri5 (particles)"
 """How results name this solver (`metadata["solver"]`), apart from diffrax's own Dopri5."""
