@@ -46,9 +46,10 @@ docs: $(DOCS_STAMP)
 docs-serve: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 PARTICLES_DOCS_CACHE=true $(BIN)/mkdocs serve
 
-# Refresh the committed copy of the paper's figures that the site shows.
+# Refresh the committed copy of the paper's figures that the site shows. The committed copy
+# is `make docs-figures FULL=1`: the Transformers at the paper's settings (about 2 hours).
 docs-figures: $(STAMP)
-	$(BIN)/python scripts/reproduce.py --all --out docs/figures
+	$(BIN)/python scripts/reproduce.py --all $(if $(FULL),--full) --out docs/figures
 	$(BIN)/python docs/hooks/keep_figures.py docs/figures
 
 # Mutation testing of the core (about an hour on 2 cores; not part of CI): writes

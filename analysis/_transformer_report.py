@@ -80,8 +80,9 @@ def report_section(result) -> list:
                    f"{call})`, {secs.get('total', float('nan')):.0f} s on this machine. "
                    + ("QUICK: reduced batch, steps and pool (see the batch and step columns); the claims below "
                       "need the paper-setting runs." if quick else "Paper settings: batch 512, d = 64"
-                      + (" (the runs behind the claims: W_O² alone from random and ideal keys, "
-                         "`reproduce.py --figure transformer --claims`)." if claims else ".")))
+                      + (" (W_O² alone from random and ideal keys, 500 and 250 steps: "
+                         "`reproduce.py --figure transformer --claims`)." if claims else
+                         " (every mode and starting point, 1000 steps: `reproduce.py --figure transformer --full`).")))
     else:
         out.append(f"Transformer run `{next(iter(runs.values())).label}`.")
     out.append("")

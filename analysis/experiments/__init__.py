@@ -18,7 +18,7 @@ NAMES = ("landscapes", "spike", "time_to_accuracy", "sharpness", "forgetting", "
 @dataclasses.dataclass
 class Context:
     """What every experiment may use: the embedding seed, progress bars, full-length runs, and
-    (the Transformers) only the paper-setting runs behind REPORT.md's claims."""
+    (the Transformers) only the shorter paper-setting subset of `--full` (`--claims`)."""
 
     seed: int = 0
     progress: bool = False

@@ -21,13 +21,15 @@ PAPER_LRS = dict(wo2=(20.0, 50.0, 100.0, 200.0), all=(2.0, 5.0, 10.0, 20.0))
 # The paper's batch and optimizer (the authors' defaults, momentum off as in their `nomo` runs).
 PAPER = dict(batch=512, momentum=0.0, weight_decay=1e-4, d=64)
 # `--full`: 1000 steps, the run length of the authors' README example (the paper's own
-# length is not public). Quick: reduced batch and steps so that both modes finish in
-# minutes on 2 CPU cores; every reduction is written into the result and the figures.
+# length is not public); 1 h 51 min on 2 cores (BENCHMARKS.md), the runs of REPORT.md.
+# Quick: reduced batch and steps so that both modes finish in seconds on 2 CPU cores
+# (2 minutes for every mode and start); every reduction is written into the result and
+# the figures.
 FULL = dict(wo2=dict(steps=1000, batch=512, lrs=PAPER_LRS["wo2"]), all=dict(steps=1000, batch=512, lrs=PAPER_LRS["all"]))
 QUICK = dict(wo2=dict(steps=120, batch=64, lrs=PAPER_LRS["wo2"]), all=dict(steps=40, batch=16, lrs=PAPER_LRS["all"]))
-# The runs behind REPORT.md's claims: W_O^2 alone at the paper's batch and step sizes, from
-# random keys (the paper's wo2only) and from the ideal memories, shorter than `--full`
-# (500 and 250 steps: minutes on 2 cores instead of hours).
+# `--claims`: a shorter subset of `--full` at the paper's batch and step sizes, W_O^2 alone
+# from random keys (the paper's wo2only) and from the ideal memories (500 and 250 steps:
+# about 35 minutes on 2 cores instead of two hours).
 CLAIMS = dict(wo2_random=500, wo2_ideal=250)
 # The `all` run whose key matrices start the `wo2` run labelled "all@s".
 START_FROM_ALL = dict(lr=10.0, full_step=300, quick_step=40)
@@ -124,9 +126,9 @@ def reproduce(out_dir: Optional[str] = None, quick: bool = True, progress: bool 
 
     **Arguments:** `out_dir` (when given, the result is written to `out_dir/transformer.npz`),
     `quick` (reduced batch, steps and step sizes: see `QUICK`; False: the paper's batch
-    512 and the 1000 steps of `FULL`), `progress` (bars on stderr), `seed`, `claims` (only
-    the runs of `CLAIMS`, at the paper's batch and step sizes, for their steps: the runs
-    REPORT.md's claims rest on; overrides `quick`).
+    512 and the 1000 steps of `FULL`: the runs of REPORT.md), `progress` (bars on stderr),
+    `seed`, `claims` (only the runs of `CLAIMS`, at the paper's batch and step sizes, for
+    their steps: a shorter subset of `quick=False`; overrides `quick`).
 
     **Returns:** a [`Reproduction`][]; plot it with `particles.analysis.plot_transformer_runs`
     and describe it with `particles.analysis.transformer_report_section`.
