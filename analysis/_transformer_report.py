@@ -76,13 +76,14 @@ def report_section(result) -> list:
     if _is_reproduction(result):
         claims = bool(result.info.get("claims"))
         call = "claims=True" if claims else f"quick={quick}"
+        steps = " and ".join(str(s) for s in dict.fromkeys(r.steps for r in runs.values()))
         out.append(f"Transformer experiment (Bietti et al. 2023 setting), `particles.transformer.reproduce("
                    f"{call})`, {secs.get('total', float('nan')):.0f} s on this machine. "
                    + ("QUICK: reduced batch, steps and pool (see the batch and step columns); the claims below "
                       "need the paper-setting runs." if quick else "Paper settings: batch 512, d = 64"
-                      + (" (W_O² alone from random and ideal keys, 500 and 250 steps: "
+                      + (f" (W_O² alone from random and ideal keys, {steps} steps: "
                          "`reproduce.py --figure transformer --claims`)." if claims else
-                         " (every mode and starting point, 1000 steps: `reproduce.py --figure transformer --full`).")))
+                         f" (every mode and starting point, {steps} steps: `reproduce.py --figure transformer --full`).")))
     else:
         out.append(f"Transformer run `{next(iter(runs.values())).label}`.")
     out.append("")

@@ -21,7 +21,7 @@ PAPER_LRS = dict(wo2=(20.0, 50.0, 100.0, 200.0), all=(2.0, 5.0, 10.0, 20.0))
 # The paper's batch and optimizer (the authors' defaults, momentum off as in their `nomo` runs).
 PAPER = dict(batch=512, momentum=0.0, weight_decay=1e-4, d=64)
 # `--full`: 1000 steps, the run length of the authors' README example (the paper's own
-# length is not public); 1 h 51 min on 2 cores (BENCHMARKS.md), the runs of REPORT.md.
+# length is not public); about 2 hours on 2 cores (BENCHMARKS.md), the runs of REPORT.md.
 # Quick: reduced batch and steps so that both modes finish in seconds on 2 CPU cores
 # (2 minutes for every mode and start); every reduction is written into the result and
 # the figures.
